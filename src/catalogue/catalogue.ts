@@ -1,0 +1,137 @@
+/**
+ * The bucket of backups. A backup `<id>` is the objects `<id>/backup.json` (the stream's
+ * `{config, state}` as the server gave them), `<id>/stream.tar.s2` (the snapshot's bytes as
+ * sent) and `<id>/manifest.json`. The manifest is written last, after the archive is stored and
+ * checked: a backup without one is not a backup and is never listed.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
+import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
+import { BackupError } from "../protocol/errors.ts";
+import { BackupManifest } from "../protocol/schemas.ts";
+import { ObjectWriter, type ObjectWriterOptions } from "./object-writer.ts";
+import { readObject, type ObjectReadOptions } from "./object-reader.ts";
+import type { ObjectMetaRecord } from "./object-format.ts";
+
+export interface CatalogueOptions {
+  bucket: string;
+  /** Replicas of the bucket's stream when it is created. */
+  replicas?: number;
+}
+
+export const objectNames = (id: string) => ({
+  config: `${id}/backup.json`,
+  archive: `${id}/stream.tar.s2`,
+  manifest: `${id}/manifest.json`,
+});
+
+const ManifestSuffix = "/manifest.json";
+const ManifestMetadataKey = "nats-backup-manifest";
+
+export class Catalogue {
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly js: JetStreamClient,
+    readonly bucket: string,
+    private readonly store: ObjectStore,
+  ) {}
+
+  /** Opens the bucket, creating it on first use. */
+  static async open(nc: NatsConnection, opts: CatalogueOptions): Promise<Catalogue> {
+    const js = jetstream(nc);
+    const store = await new Objm(js).create(opts.bucket, {
+      replicas: opts.replicas ?? 1,
+      description: "nats-backup: stream snapshots",
+    });
+    return new Catalogue(nc, js, opts.bucket, store);
+  }
+
+  async putConfig(id: string, backupJson: string): Promise<void> {
+    await this.store.putBlob({ name: objectNames(id).config }, new TextEncoder().encode(backupJson));
+  }
+
+  /** The backup.json text; small, so read whole (the library checks its digest). */
+  async readConfig(id: string): Promise<string> {
+    const bytes = await this.store.getBlob(objectNames(id).config);
+    if (!bytes) throw BackupError.notFound(`backup ${id} has no backup.json in bucket ${this.bucket}`);
+    return new TextDecoder().decode(bytes);
+  }
+
+  archiveWriter(id: string, opts: ObjectWriterOptions): ObjectWriter {
+    return new ObjectWriter(this.nc, this.js, this.bucket, objectNames(id).archive, opts);
+  }
+
+  async archiveInfo(id: string): Promise<ObjectInfo> {
+    const info = await this.store.info(objectNames(id).archive);
+    if (!info || info.deleted) throw BackupError.notFound(`backup ${id} has no stream.tar.s2 in bucket ${this.bucket}`);
+    return info;
+  }
+
+  readArchive(info: ObjectInfo, opts: ObjectReadOptions): AsyncGenerator<Uint8Array> {
+    return readObject(this.js, info as unknown as ObjectMetaRecord, opts);
+  }
+
+  /** Makes a backup visible as completed. */
+  async commit(manifest: BackupManifest): Promise<void> {
+    const json = JSON.stringify(manifest);
+    await this.store.putBlob(
+      { name: objectNames(manifest.id).manifest, metadata: { [ManifestMetadataKey]: json } },
+      new TextEncoder().encode(json),
+    );
+  }
+
+  /** Completed backups, newest first. */
+  async list(stream?: string): Promise<BackupManifest[]> {
+    const infos = await this.store.list();
+    const manifests: BackupManifest[] = [];
+    for (const info of infos) {
+      if (info.deleted || !info.name.endsWith(ManifestSuffix)) continue;
+      const manifest = parseManifest(info.metadata?.[ManifestMetadataKey]);
+      if (manifest && (stream === undefined || manifest.stream === stream)) manifests.push(manifest);
+    }
+    return manifests.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  }
+
+  async info(id: string): Promise<BackupManifest> {
+    const info = await this.store.info(objectNames(id).manifest);
+    const manifest = info && !info.deleted ? parseManifest(info.metadata?.[ManifestMetadataKey]) : null;
+    if (!manifest) throw BackupError.notFound(`backup ${id} not found in bucket ${this.bucket}`);
+    return manifest;
+  }
+
+  async latest(stream: string): Promise<BackupManifest> {
+    const [newest] = await this.list(stream);
+    if (!newest) throw BackupError.notFound(`no completed backup of stream ${stream} in bucket ${this.bucket}`);
+    return newest;
+  }
+
+  /** Removes every object of a backup, the manifest first so it stops being listed at once. */
+  async delete(id: string): Promise<number> {
+    await this.info(id);
+    const names = objectNames(id);
+    let removed = 0;
+    for (const name of [names.manifest, names.archive, names.config]) {
+      const info = await this.store.info(name);
+      if (!info || info.deleted) continue;
+      await this.store.delete(name);
+      removed++;
+    }
+    return removed;
+  }
+
+  /** Drops the pieces of a backup that never completed. */
+  async discard(id: string, writer?: ObjectWriter): Promise<void> {
+    if (writer) await writer.abort();
+    const config = await this.store.info(objectNames(id).config);
+    if (config && !config.deleted) await this.store.delete(objectNames(id).config);
+  }
+}
+
+function parseManifest(json: string | undefined): BackupManifest | null {
+  if (!json) return null;
+  try {
+    return BackupManifest.parse(JSON.parse(json));
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * The object store's layout, as @nats-io/obj and the Go client write it, for the streaming
+ * writer and reader that move large archives faster than the library does.
+ */
+import { createHash, type Hash } from "node:crypto";
+
+export const streamOf = (bucket: string) => `OBJ_${bucket}`;
+export const chunkSubject = (bucket: string, nuid: string) => `$O.${bucket}.C.${nuid}`;
+export const metaSubject = (bucket: string, name: string) => `$O.${bucket}.M.${base64UrlPadded(Buffer.from(name))}`;
+
+/** base64url with its padding kept, as the object store encodes names and digests. */
+export function base64UrlPadded(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+export const DigestPrefix = "SHA-256=";
+
+/** SHA-256 in the object store's digest notation, computed natively. */
+export class ObjectDigest {
+  #hash: Hash = createHash("sha256");
+  update(chunk: Uint8Array): void {
+    this.#hash.update(chunk);
+  }
+  digest(): string {
+    return DigestPrefix + base64UrlPadded(this.#hash.digest());
+  }
+}
+
+/** The JSON an object's metadata message holds (what ObjectInfo is read from). */
+export interface ObjectMetaRecord {
+  name: string;
+  description: string;
+  headers?: Record<string, string[]>;
+  options: { max_chunk_size: number };
+  metadata?: Record<string, string>;
+  bucket: string;
+  nuid: string;
+  size: number;
+  chunks: number;
+  mtime: string;
+  digest: string;
+  deleted: boolean;
+}

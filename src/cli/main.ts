@@ -1,0 +1,95 @@
+/** `nats-backup`: the command line. `serve` runs the service against NATS_URL. */
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import pkg from "../../package.json" with { type: "json" };
+import { Defaults, startBackupService } from "../service/service.ts";
+import { connectNats } from "./connect.ts";
+
+const usage = `nats-backup ${pkg.version}: JetStream backup and restore as a NATS micro service
+
+Usage: nats-backup serve [options]
+
+Connection (as the nats CLI reads them):
+  -s, --server URL       NATS server(s), comma separated   [NATS_URL, default nats://127.0.0.1:4222]
+      --creds FILE       user credentials file              [NATS_CREDS]
+      --user USER        user name                          [NATS_USER]
+      --password PASS    password                           [NATS_PASSWORD]
+      --token TOKEN      token                              [NATS_TOKEN]
+      --context NAME     nats context to read settings from [NATS_CONTEXT]
+Service:
+      --bucket NAME      object store bucket for backups    [default ${Defaults.bucket}]
+      --replicas N       replicas of the buckets it creates [default ${Defaults.replicas}]
+      --shutdown-grace S seconds running jobs get to finish on SIGINT/SIGTERM [default ${Defaults.shutdownGraceMs / 1000}]
+      --log-level LEVEL  pino level                         [LOG_LEVEL, default info]
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      server: { type: "string", short: "s" },
+      creds: { type: "string" },
+      user: { type: "string" },
+      password: { type: "string" },
+      token: { type: "string" },
+      context: { type: "string" },
+      bucket: { type: "string" },
+      replicas: { type: "string" },
+      "shutdown-grace": { type: "string" },
+      "log-level": { type: "string" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean" },
+    },
+  });
+  if (values.version) {
+    console.log(pkg.version);
+    return 0;
+  }
+  const [command] = positionals;
+  if (values.help || command !== "serve") {
+    (command && !values.help ? console.error : console.log)(usage);
+    return command && !values.help ? 2 : 0;
+  }
+  const log = pino({ name: "nats-backup", level: values["log-level"] ?? process.env.LOG_LEVEL ?? "info" });
+  const replicas = values.replicas !== undefined ? positiveInt("--replicas", values.replicas) : undefined;
+  const grace = values["shutdown-grace"] !== undefined ? positiveInt("--shutdown-grace", values["shutdown-grace"]) : undefined;
+
+  const nc = await connectNats(values);
+  log.info({ server: nc.getServer() }, "connected");
+  void (async () => {
+    for await (const s of nc.status()) log.info({ status: s.type }, "connection status");
+  })();
+  const svc = await startBackupService(nc, {
+    logger: log,
+    ...(values.bucket ? { bucket: values.bucket } : {}),
+    ...(replicas ? { replicas } : {}),
+    ...(grace !== undefined ? { shutdownGraceMs: grace * 1000 } : {}),
+  });
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: string) => {
+      log.info({ signal }, "stopping: no new requests, running jobs finish or fail");
+      resolve();
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+  });
+  await svc.stop();
+  await nc.drain();
+  return 0;
+}
+
+function positiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} takes a whole number, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(`nats-backup: ${(err as Error).message}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,33 @@
+/** What a job's pipeline works with, and the knobs that shape its flow. */
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Logger } from "pino";
+import type { Catalogue } from "../catalogue/catalogue.ts";
+import { KiB, MiB } from "../protocol/schemas.ts";
+
+export interface Tuning {
+  /** Snapshot chunk size asked of the server when the request names none. */
+  chunkSize: number;
+  /** Bytes published to the bucket and not yet acknowledged, per backup. */
+  storeWindowBytes: number;
+  /** Restore chunks awaiting the server's answer, per restore. */
+  restoreWindow: number;
+  /** Bytes read ahead from the bucket, per restore. */
+  readBudgetBytes: number;
+  /** A snapshot that sends nothing for this long has failed. */
+  snapshotIdleMs: number;
+}
+
+export const DefaultTuning: Tuning = {
+  chunkSize: 256 * KiB,
+  storeWindowBytes: 8 * MiB,
+  restoreWindow: 8,
+  readBudgetBytes: 8 * MiB,
+  snapshotIdleMs: 15_000,
+};
+
+export interface JobContext {
+  nc: NatsConnection;
+  catalogue: Catalogue;
+  log: Logger;
+  tuning: Tuning;
+}

@@ -1,0 +1,128 @@
+/**
+ * One job's record and its status events. Every job publishes on `$BACKUP.status.<id>`: one
+ * event when it starts, progress at least once a second, and exactly one terminal event; the
+ * same record is kept in the job store for `$BACKUP.job.<id>`.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Logger } from "pino";
+import { BackupError } from "../protocol/errors.ts";
+import type { BackupManifest, JobRecord, JobStarted, RestoreResult } from "../protocol/schemas.ts";
+import { Subjects } from "../protocol/subjects.ts";
+import type { JobStore } from "./job-store.ts";
+
+export type Operation = JobRecord["operation"];
+
+export interface JobInit {
+  id: string;
+  operation: Operation;
+  stream: string;
+  instance: string;
+}
+
+export class Job {
+  readonly abort = new AbortController();
+  readonly done: Promise<JobRecord>;
+  #record: JobRecord;
+  #startedAt = Date.now();
+  #ticker: NodeJS.Timeout;
+  #resolveDone!: (record: JobRecord) => void;
+
+  constructor(
+    init: JobInit,
+    private readonly nc: NatsConnection,
+    private readonly store: JobStore,
+    private readonly log: Logger,
+    progressIntervalMs = 1000,
+  ) {
+    const now = new Date(this.#startedAt).toISOString();
+    this.#record = {
+      type: "io.nats.backup.v1.job",
+      id: init.id,
+      operation: init.operation,
+      scope: "stream",
+      stream: init.stream,
+      state: "running",
+      status_subject: Subjects.status(init.id),
+      instance: init.instance,
+      created: now,
+      updated: now,
+      progress: { bytes: 0, chunks: 0, rate: 0 },
+    };
+    this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+    this.#ticker = setInterval(() => void this.#emit(), progressIntervalMs);
+    void this.#emit();
+  }
+
+  get id(): string {
+    return this.#record.id;
+  }
+  get record(): JobRecord {
+    return structuredClone(this.#record);
+  }
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  started(): JobStarted {
+    const r = this.#record;
+    return {
+      id: r.id,
+      operation: r.operation,
+      scope: r.scope,
+      stream: r.stream,
+      state: "running",
+      status_subject: r.status_subject,
+      ...(r.backup ? { backup: r.backup } : {}),
+    };
+  }
+
+  /** For a restore: which backup it restores. */
+  setBackup(id: string): void {
+    this.#record.backup = id;
+  }
+
+  progress(bytes: number, chunks: number, expected?: number): void {
+    const seconds = Math.max(0.001, (Date.now() - this.#startedAt) / 1000);
+    const p = this.#record.progress;
+    p.bytes = bytes;
+    p.chunks = chunks;
+    p.rate = Math.round(bytes / seconds);
+    if (expected !== undefined) {
+      p.bytes_expected = expected;
+      p.percent = expected > 0 ? Math.min(100, Math.round((bytes / expected) * 1000) / 10) : 100;
+    }
+  }
+
+  complete(result: BackupManifest | RestoreResult): JobRecord {
+    if (this.#record.state !== "running") return this.record;
+    this.progress(this.#record.progress.bytes, this.#record.progress.chunks, this.#record.progress.bytes_expected);
+    return this.#end({ state: "completed", result });
+  }
+
+  fail(err: unknown): JobRecord {
+    if (this.#record.state !== "running") return this.record;
+    const e = BackupError.from(err);
+    return this.#end({ state: "failed", error: { code: e.code, description: e.description } });
+  }
+
+  #end(change: Partial<JobRecord>): JobRecord {
+    clearInterval(this.#ticker);
+    const now = new Date().toISOString();
+    Object.assign(this.#record, change, { updated: now, ended: now });
+    const record = this.record;
+    // `done` waits for the stored record, so `$BACKUP.job.<id>` agrees with a `wait:true` reply.
+    void this.#emit().then(() => this.#resolveDone(record));
+    return record;
+  }
+
+  #emit(): Promise<void> {
+    this.#record.updated = new Date().toISOString();
+    const record = this.record;
+    try {
+      this.nc.publish(record.status_subject, JSON.stringify(record));
+    } catch (err) {
+      this.log.warn({ err, job: record.id }, "could not publish job status");
+    }
+    return this.store.put(record).catch((err: unknown) => this.log.warn({ err, job: record.id }, "could not store job record"));
+  }
+}

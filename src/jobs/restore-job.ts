@@ -1,0 +1,94 @@
+/**
+ * A stream restore: the backup's archive read from the bucket with bounded flow and sent to the
+ * server's restore, its digest checked before the server is told to build the stream. A restore
+ * that fails leaves no stream behind.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { BackupError } from "../protocol/errors.ts";
+import type { RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
+import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
+import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
+import { startRestore } from "../snapshot/restore.ts";
+import type { JobContext } from "./context.ts";
+import type { Job } from "./job.ts";
+
+export async function restoreStream(
+  ctx: JobContext,
+  job: Job,
+  req: RestoreStreamRequest,
+  accepted: () => void,
+): Promise<RestoreResult> {
+  const { nc, catalogue } = ctx;
+  const stream = job.record.stream;
+  const manifest = req.backup ? await catalogue.info(req.backup) : await catalogue.latest(stream);
+  job.setBackup(manifest.id);
+  if (manifest.stream !== stream) {
+    throw BackupError.badRequest(
+      `backup ${manifest.id} is of stream ${manifest.stream}, not ${stream}: a restore keeps the stream's name`,
+    );
+  }
+  if (await streamExists(nc, stream)) throw BackupError.conflict(`stream ${stream} already exist`);
+  const archive = await catalogue.archiveInfo(manifest.id);
+  if (archive.digest !== manifest.sha256 || archive.size !== manifest.size) {
+    throw new BackupError(500, `backup ${manifest.id} is damaged: its archive is not the one its manifest recorded`);
+  }
+  const request = restoreRequest(await catalogue.readConfig(manifest.id), req);
+
+  const upload = await startRestore(nc, stream, request, { window: ctx.tuning.restoreWindow });
+  accepted();
+  try {
+    let bytes = 0;
+    let chunks = 0;
+    job.progress(0, 0, archive.size);
+    for await (const chunk of catalogue.readArchive(archive, { budgetBytes: ctx.tuning.readBudgetBytes })) {
+      if (job.signal.aborted) throw BackupError.from(job.signal.reason);
+      await upload.write(chunk);
+      bytes += chunk.length;
+      chunks++;
+      job.progress(bytes, chunks, archive.size);
+    }
+    // Only now, with the digest checked by the reader, may the server build the stream.
+    const created = JSON.parse(await upload.finish()) as {
+      config?: { num_replicas?: number };
+      state?: { messages?: number; bytes?: number; first_seq?: number; last_seq?: number; consumer_count?: number };
+    };
+    const state = created.state ?? {};
+    return {
+      stream,
+      backup: manifest.id,
+      messages: state.messages ?? 0,
+      bytes: state.bytes ?? 0,
+      first_seq: state.first_seq ?? 0,
+      last_seq: state.last_seq ?? 0,
+      consumers: state.consumer_count ?? 0,
+      replicas: created.config?.num_replicas ?? 1,
+    };
+  } catch (err) {
+    upload.abort();
+    await removePartialStream(nc, stream).catch((e: unknown) =>
+      ctx.log.error({ err: e, stream, job: job.id }, "could not remove a partly restored stream"),
+    );
+    throw err;
+  }
+}
+
+/** backup.json with the request's overrides; every other field stays as the server wrote it. */
+function restoreRequest(backupJson: string, req: RestoreStreamRequest): string {
+  const top = rawMembers(backupJson);
+  const configText = top.get("config");
+  if (!configText) throw new BackupError(500, "backup.json has no config");
+  const config = rawMembers(configText);
+  if (req.replicas !== undefined) config.set("num_replicas", JSON.stringify(req.replicas));
+  if (req.placement !== undefined) config.set("placement", JSON.stringify(req.placement));
+  top.set("config", rawObject(config));
+  return rawObject(top);
+}
+
+/** The stream did not exist when this restore started and the lock keeps others off it, so any stream there now is ours. */
+async function removePartialStream(nc: NatsConnection, stream: string): Promise<void> {
+  // The server may still be finishing what it was given: look twice.
+  for (const delayMs of [0, 500]) {
+    await new Promise((r) => setTimeout(r, delayMs));
+    if (await streamExists(nc, stream)) await deleteStream(nc, stream);
+  }
+}

@@ -1,0 +1,13 @@
+/** nats-backup: JetStream backup and restore as a NATS micro service. */
+export { startBackupService, Defaults, type BackupService, type BackupServiceOptions } from "./service/service.ts";
+export { BackupError, ErrorCode, type ApiErrorBody } from "./protocol/errors.ts";
+export { Subjects, Endpoints, ServiceName } from "./protocol/subjects.ts";
+export type {
+  BackupManifest,
+  BackupStreamRequest,
+  JobRecord,
+  JobStarted,
+  RestoreResult,
+  RestoreStreamRequest,
+} from "./protocol/schemas.ts";
+export type { Tuning } from "./jobs/context.ts";

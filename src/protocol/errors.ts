@@ -1,0 +1,48 @@
+/** Errors in the JetStream API's style: `{"error":{"code":N,"description":"…"}}`. */
+
+export const ErrorCode = {
+  BadRequest: 400,
+  NotFound: 404,
+  Conflict: 409,
+  TooManyRequests: 429,
+  Internal: 500,
+  Unavailable: 503,
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface ApiErrorBody {
+  error: { code: number; description: string; err_code?: number };
+}
+
+/** An error that is reported to the caller as is: a code and a description to act on. */
+export class BackupError extends Error {
+  override readonly name = "BackupError";
+  constructor(
+    readonly code: number,
+    readonly description: string,
+    options?: { cause?: unknown },
+  ) {
+    super(description, options);
+  }
+
+  static badRequest(description: string): BackupError {
+    return new BackupError(ErrorCode.BadRequest, description);
+  }
+  static notFound(description: string): BackupError {
+    return new BackupError(ErrorCode.NotFound, description);
+  }
+  static conflict(description: string): BackupError {
+    return new BackupError(ErrorCode.Conflict, description);
+  }
+
+  /** Any thrown value as a BackupError; unknown errors become 500 with their message. */
+  static from(err: unknown): BackupError {
+    if (err instanceof BackupError) return err;
+    const message = err instanceof Error ? err.message : String(err);
+    return new BackupError(ErrorCode.Internal, message, { cause: err });
+  }
+
+  toJSON(): ApiErrorBody {
+    return { error: { code: this.code, description: this.description } };
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Request and reply bodies. Requests are strict (an unknown field is a 400); stream and
+ * consumer configurations are never modelled here: they pass through as the server wrote them.
+ */
+import { z } from "zod";
+
+const streamName = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[^\s.*>\/\\]+$/, "a stream name has no spaces, '.', '*', '>' or path separators");
+
+/** A backup id: one subject token, sortable by creation time (ULID). */
+export const backupId = z.string().regex(/^[0-9A-HJKMNP-TV-Z]{26}$/, "a backup id is a 26-character ULID");
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+
+export const BackupStreamRequest = z.strictObject({
+  consumers: z.boolean().default(true).describe("include durable consumers and their state"),
+  check: z.boolean().default(false).describe("have the server verify every message checksum first"),
+  chunk_size: z
+    .int()
+    .min(4 * KiB)
+    .max(MiB)
+    .optional()
+    .describe("bytes per snapshot chunk; default 256 KiB, capped at the server's max_payload"),
+  wait: z.boolean().default(false).describe("reply when the job ends instead of when it starts"),
+  tag: z.string().max(256).optional().describe("a free label kept in the manifest"),
+});
+export type BackupStreamRequest = z.infer<typeof BackupStreamRequest>;
+
+export const Placement = z.strictObject({
+  cluster: z.string().min(1).max(255).optional(),
+  tags: z.array(z.string().min(1).max(255)).max(32).optional(),
+});
+
+export const RestoreStreamRequest = z.strictObject({
+  backup: backupId.optional().describe("the backup to restore; default the newest completed one of the stream"),
+  replicas: z.int().min(1).max(5).optional().describe("override the stream's num_replicas"),
+  placement: Placement.optional().describe("override the stream's placement"),
+  wait: z.boolean().default(false).describe("reply when the job ends instead of when it starts"),
+});
+export type RestoreStreamRequest = z.infer<typeof RestoreStreamRequest>;
+
+export const ListRequest = z.strictObject({
+  stream: streamName.optional().describe("only backups of this stream"),
+});
+export type ListRequest = z.infer<typeof ListRequest>;
+
+/** info, delete and job take no body (or `{}`). */
+export const EmptyRequest = z.strictObject({});
+
+export const BackupManifest = z.object({
+  type: z.literal("io.nats.backup.v1.manifest"),
+  id: backupId,
+  scope: z.literal("stream"),
+  stream: z.string(),
+  created: z.string().describe("when the snapshot started, RFC 3339"),
+  completed: z.string().describe("when every byte was stored and checked, RFC 3339"),
+  size: z.number().describe("bytes of stream.tar.s2"),
+  chunks: z.number(),
+  sha256: z.string().describe("digest of stream.tar.s2, as the object store writes it: SHA-256=<base64url>"),
+  messages: z.number(),
+  bytes: z.number().describe("the stream's bytes when the snapshot started"),
+  first_seq: z.number(),
+  last_seq: z.number(),
+  consumers: z.array(z.string()).describe("durable consumers included in the snapshot"),
+  checked: z.boolean().describe("the server verified message checksums before the snapshot"),
+  tag: z.string().optional(),
+  objects: z.object({ config: z.string(), archive: z.string(), manifest: z.string() }),
+  server: z.object({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() }),
+});
+export type BackupManifest = z.infer<typeof BackupManifest>;
+
+export const RestoreResult = z.object({
+  stream: z.string(),
+  backup: backupId,
+  messages: z.number(),
+  bytes: z.number(),
+  first_seq: z.number(),
+  last_seq: z.number(),
+  consumers: z.number(),
+  replicas: z.number(),
+  warnings: z.array(z.string()).optional(),
+});
+export type RestoreResult = z.infer<typeof RestoreResult>;
+
+export const JobState = z.enum(["running", "completed", "failed"]);
+export type JobState = z.infer<typeof JobState>;
+
+export const JobProgress = z.object({
+  bytes: z.number().describe("bytes moved so far"),
+  bytes_expected: z.number().optional().describe("total bytes, where known (restores)"),
+  chunks: z.number(),
+  percent: z.number().optional(),
+  rate: z.number().describe("bytes per second since the job started"),
+});
+export type JobProgress = z.infer<typeof JobProgress>;
+
+export const JobRecord = z.object({
+  type: z.literal("io.nats.backup.v1.job"),
+  id: backupId,
+  operation: z.enum(["backup", "restore"]),
+  scope: z.literal("stream"),
+  stream: z.string(),
+  state: JobState,
+  status_subject: z.string(),
+  backup: backupId.optional().describe("for a restore: the backup it restores"),
+  instance: z.string().describe("the service instance running the job"),
+  created: z.string(),
+  updated: z.string(),
+  ended: z.string().optional(),
+  progress: JobProgress,
+  result: z.union([BackupManifest, RestoreResult]).optional(),
+  error: z.object({ code: z.number(), description: z.string() }).optional(),
+});
+export type JobRecord = z.infer<typeof JobRecord>;
+
+/** The reply to a backup or restore request with `wait:false`. */
+export const JobStarted = z.object({
+  id: backupId,
+  operation: z.enum(["backup", "restore"]),
+  scope: z.literal("stream"),
+  stream: z.string(),
+  state: z.literal("running"),
+  status_subject: z.string(),
+  backup: backupId.optional(),
+});
+export type JobStarted = z.infer<typeof JobStarted>;
+
+export const ListReply = z.object({
+  backups: z.array(BackupManifest).describe("completed backups, newest first"),
+});
+export const DeleteReply = z.object({ id: backupId, deleted: z.literal(true), objects: z.number() });
+export type DeleteReply = z.infer<typeof DeleteReply>;
+
+export const ErrorReply = z.object({
+  error: z.object({ code: z.number(), description: z.string() }),
+});
+
+/** Everything protocol/ documents, by file name. */
+export const ProtocolSchemas = {
+  "backup_stream_request": BackupStreamRequest,
+  "restore_stream_request": RestoreStreamRequest,
+  "list_request": ListRequest,
+  "empty_request": EmptyRequest,
+  "job_started": JobStarted,
+  "job_record": JobRecord,
+  "backup_manifest": BackupManifest,
+  "list_reply": ListReply,
+  "delete_reply": DeleteReply,
+  "error_reply": ErrorReply,
+} as const;

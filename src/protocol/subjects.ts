@@ -1,0 +1,69 @@
+/** The subjects the service answers and publishes on. One place, so the service, the CLI and the docs agree. */
+
+export const ServiceName = "backup" as const;
+export const QueueGroup = "q" as const;
+
+export const Subjects = {
+  backupStream: (stream: string) => `$BACKUP.stream.${stream}`,
+  restoreStream: (stream: string) => `$RESTORE.stream.${stream}`,
+  list: "$BACKUP.list",
+  info: (id: string) => `$BACKUP.info.${id}`,
+  delete: (id: string) => `$BACKUP.delete.${id}`,
+  job: (id: string) => `$BACKUP.job.${id}`,
+  status: (id: string) => `$BACKUP.status.${id}`,
+  statusAll: "$BACKUP.status.>",
+} as const;
+
+/**
+ * Micro endpoints: the subject each listens on, and the metadata `nats micro info backup` shows.
+ * `request` and `reply` name JSON Schemas in protocol/schemas/.
+ */
+export const Endpoints = {
+  "backup-stream": {
+    subject: "$BACKUP.stream.*",
+    description: "Back up the stream named by the last token into the bucket",
+    request: "backup_stream_request",
+    reply: "job_started (wait:false) or job_record (wait:true)",
+  },
+  "restore-stream": {
+    subject: "$RESTORE.stream.*",
+    description: "Restore the stream named by the last token from a backup (default: its newest)",
+    request: "restore_stream_request",
+    reply: "job_started (wait:false) or job_record (wait:true)",
+  },
+  list: {
+    subject: "$BACKUP.list",
+    description: "List completed backups, newest first",
+    request: "list_request",
+    reply: "list_reply",
+  },
+  info: {
+    subject: "$BACKUP.info.*",
+    description: "The manifest of the backup named by the last token",
+    request: "empty_request",
+    reply: "backup_manifest",
+  },
+  delete: {
+    subject: "$BACKUP.delete.*",
+    description: "Remove every object of the backup named by the last token",
+    request: "empty_request",
+    reply: "delete_reply",
+  },
+  job: {
+    subject: "$BACKUP.job.*",
+    description: "The record of the job named by the last token, while it runs and after it ended",
+    request: "empty_request",
+    reply: "job_record",
+  },
+} as const;
+export type EndpointName = keyof typeof Endpoints;
+
+/** The last token of a subject such as `$BACKUP.stream.ORDERS`. */
+export function lastToken(subject: string): string {
+  return subject.slice(subject.lastIndexOf(".") + 1);
+}
+
+/** A stream name as nats-server accepts it: no whitespace, no `.`, `*`, `>`, path separators. */
+export function isValidStreamName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && !/[\s.*>\/\\\x00-\x1f\x7f]/.test(name);
+}

@@ -1,0 +1,84 @@
+/** The service's endpoints: each reads its request, hands it to the runner or the catalogue, and replies. */
+import type { ServiceMsg } from "@nats-io/services";
+import type { Logger } from "pino";
+import type { Catalogue } from "../catalogue/catalogue.ts";
+import type { JobStore } from "../jobs/job-store.ts";
+import type { Job } from "../jobs/job.ts";
+import type { JobRunner } from "../jobs/runner.ts";
+import { BackupError } from "../protocol/errors.ts";
+import {
+  BackupStreamRequest,
+  EmptyRequest,
+  ListRequest,
+  RestoreStreamRequest,
+  type DeleteReply,
+} from "../protocol/schemas.ts";
+import type { EndpointName } from "../protocol/subjects.ts";
+import { idFromSubject, parseBody, streamFromSubject } from "./request.ts";
+import { respondError, respondJson } from "./reply.ts";
+
+export interface EndpointDeps {
+  runner: JobRunner;
+  catalogue: Catalogue;
+  jobs: JobStore;
+  log: Logger;
+}
+
+type Handler = (msg: ServiceMsg, deps: EndpointDeps) => Promise<unknown>;
+
+/** Replies with the final record, or with the job's error when it failed. */
+async function finalReply(job: Job): Promise<unknown> {
+  const record = await job.done;
+  if (record.state === "failed" && record.error) {
+    throw new BackupError(record.error.code, `${record.operation} job ${record.id} failed: ${record.error.description}`);
+  }
+  return record;
+}
+
+export const handlers: Record<EndpointName, Handler> = {
+  "backup-stream": async (msg, { runner }) => {
+    const stream = streamFromSubject(msg.subject);
+    const req = parseBody(BackupStreamRequest, msg);
+    const job = await runner.backup(stream, req);
+    return req.wait ? finalReply(job) : job.started();
+  },
+  "restore-stream": async (msg, { runner }) => {
+    const stream = streamFromSubject(msg.subject);
+    const req = parseBody(RestoreStreamRequest, msg);
+    const job = await runner.restore(stream, req);
+    return req.wait ? finalReply(job) : job.started();
+  },
+  list: async (msg, { catalogue }) => {
+    const req = parseBody(ListRequest, msg);
+    return { backups: await catalogue.list(req.stream) };
+  },
+  info: async (msg, { catalogue }) => {
+    const id = idFromSubject(msg.subject);
+    parseBody(EmptyRequest, msg);
+    return catalogue.info(id);
+  },
+  delete: async (msg, { catalogue }) => {
+    const id = idFromSubject(msg.subject);
+    parseBody(EmptyRequest, msg);
+    const objects = await catalogue.delete(id);
+    return { id, deleted: true, objects } satisfies DeleteReply;
+  },
+  job: async (msg, { runner, jobs }) => {
+    const id = idFromSubject(msg.subject);
+    parseBody(EmptyRequest, msg);
+    const record = runner.running(id)?.record ?? (await jobs.get(id));
+    if (!record) throw BackupError.notFound(`job ${id} not found`);
+    return record;
+  },
+};
+
+/** Runs a handler; a request without a reply subject still runs, and its outcome is only logged. */
+export async function serve(name: EndpointName, msg: ServiceMsg, deps: EndpointDeps): Promise<void> {
+  try {
+    const body = await handlers[name](msg, deps);
+    if (msg.reply) respondJson(msg, body);
+  } catch (err) {
+    if (msg.reply) respondError(msg, err, deps.log);
+    else deps.log.warn({ err, subject: msg.subject }, "request without a reply subject failed");
+  }
+}

@@ -1,0 +1,14 @@
+/** Replies: JSON results, and errors with the micro error headers and a JetStream-style body. */
+import type { ServiceMsg } from "@nats-io/services";
+import type { Logger } from "pino";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
+
+export function respondJson(msg: ServiceMsg, body: unknown): void {
+  msg.respond(JSON.stringify(body));
+}
+
+export function respondError(msg: ServiceMsg, err: unknown, log: Logger): void {
+  const e = BackupError.from(err);
+  if (e.code >= ErrorCode.Internal) log.error({ err, subject: msg.subject }, e.description);
+  msg.respondError(e.code, e.description, JSON.stringify(e.toJSON()));
+}

@@ -1,0 +1,101 @@
+/**
+ * The `backup` micro service, attached to a connection the host already has. `nats-backup serve`
+ * is a thin wrapper over `startBackupService`.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { Svcm, type Service } from "@nats-io/services";
+import { pino, type Logger } from "pino";
+import pkg from "../../package.json" with { type: "json" };
+import { Catalogue } from "../catalogue/catalogue.ts";
+import { DefaultTuning, type Tuning } from "../jobs/context.ts";
+import { JobStore } from "../jobs/job-store.ts";
+import { StreamLocks } from "../jobs/locks.ts";
+import { JobRunner } from "../jobs/runner.ts";
+import { Endpoints, QueueGroup, ServiceName, type EndpointName } from "../protocol/subjects.ts";
+import { serve, type EndpointDeps } from "./endpoints.ts";
+
+export interface BackupServiceOptions {
+  /** Object store bucket for backups; job records and locks live in `<bucket>-jobs` and `<bucket>-locks`. */
+  bucket?: string;
+  /** Replicas for the buckets when this service creates them. */
+  replicas?: number;
+  logger?: Logger;
+  /** How long `stop()` lets running jobs finish before failing them. */
+  shutdownGraceMs?: number;
+  /** How long job records are kept. */
+  jobRetentionMs?: number;
+  /** A lock whose holder stopped refreshing it is free after this long. */
+  lockTtlMs?: number;
+  tuning?: Partial<Tuning>;
+}
+
+export interface BackupService {
+  /** The micro service instance id; job records name it as their instance. */
+  readonly id: string;
+  readonly bucket: string;
+  readonly service: Service;
+  readonly runner: JobRunner;
+  /** Stops taking requests, lets running jobs finish (up to the grace period), fails the rest. The connection stays open. */
+  stop(): Promise<void>;
+}
+
+export const Defaults = {
+  bucket: "backups",
+  replicas: 1,
+  shutdownGraceMs: 20_000,
+  jobRetentionMs: 7 * 24 * 3600_000,
+  lockTtlMs: 30_000,
+} as const;
+
+export async function startBackupService(nc: NatsConnection, opts: BackupServiceOptions = {}): Promise<BackupService> {
+  const bucket = opts.bucket ?? Defaults.bucket;
+  const replicas = opts.replicas ?? Defaults.replicas;
+  const log = opts.logger ?? pino({ level: "silent" });
+  const catalogue = await Catalogue.open(nc, { bucket, replicas });
+  const jobs = await JobStore.open(catalogue.js, {
+    bucket: `${bucket}-jobs`,
+    replicas,
+    ttlMs: opts.jobRetentionMs ?? Defaults.jobRetentionMs,
+  });
+  const locks = await StreamLocks.open(catalogue.js, {
+    bucket: `${bucket}-locks`,
+    replicas,
+    ttlMs: opts.lockTtlMs ?? Defaults.lockTtlMs,
+  });
+
+  const service = await new Svcm(nc).add({
+    name: ServiceName,
+    version: pkg.version,
+    description: "Backup and restore of JetStream streams into an object store bucket",
+    queue: QueueGroup,
+    metadata: { bucket },
+  });
+  const id = service.info().id;
+  const tuning = { ...DefaultTuning, ...opts.tuning };
+  const runner = new JobRunner({ nc, catalogue, log: log.child({ instance: id }), tuning }, jobs, locks, id);
+  const deps: EndpointDeps = { runner, catalogue, jobs, log };
+  for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {
+    service.addEndpoint(name, {
+      subject: spec.subject,
+      metadata: { description: spec.description, request: spec.request, reply: spec.reply },
+      handler: (err, msg) => {
+        if (!err) void serve(name, msg, deps);
+      },
+    });
+  }
+  log.info({ id, bucket, version: pkg.version }, "backup service started");
+
+  let stopped: Promise<void> | undefined;
+  return {
+    id,
+    bucket,
+    service,
+    runner,
+    stop: () =>
+      (stopped ??= (async () => {
+        await service.stop();
+        await runner.stop(opts.shutdownGraceMs ?? Defaults.shutdownGraceMs);
+        log.info({ id }, "backup service stopped");
+      })()),
+  };
+}

@@ -1,0 +1,70 @@
+/** Requests to the JetStream API ($JS.API.>) that keep the reply's raw text. */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
+
+export const JsApiPrefix = "$JS.API";
+
+/** An error the JetStream API answered with, keeping the server's codes. */
+export class JetStreamApiError extends BackupError {
+  constructor(
+    code: number,
+    readonly errCode: number,
+    readonly serverDescription: string,
+    description = serverDescription,
+  ) {
+    super(code, description);
+  }
+}
+
+/** Known JetStream API error codes (err_code) this service reacts to. */
+export const JsErrCode = {
+  StreamNotFound: 10059,
+  StreamSnapshot: 10064,
+  StreamRestore: 10062,
+  StreamNameInUse: 10130,
+  ConsumerNotFound: 10014,
+} as const;
+
+interface ApiReply {
+  error?: { code: number; err_code?: number; description?: string };
+}
+
+/** Sends a JetStream API request and returns the reply text; throws JetStreamApiError on an API error. */
+export async function jsApiRequest(
+  nc: NatsConnection,
+  subject: string,
+  body: string | Uint8Array = "",
+  timeout = 5000,
+): Promise<string> {
+  let text: string;
+  try {
+    const reply = await nc.request(`${JsApiPrefix}.${subject}`, body, { timeout });
+    text = reply.string();
+  } catch (err) {
+    throw new BackupError(
+      ErrorCode.Unavailable,
+      `JetStream did not answer ${JsApiPrefix}.${subject}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  const parsed = JSON.parse(text) as ApiReply;
+  if (parsed.error) {
+    const { code, err_code = 0, description = "unknown error" } = parsed.error;
+    throw new JetStreamApiError(code, err_code, description);
+  }
+  return text;
+}
+
+export async function streamExists(nc: NatsConnection, stream: string): Promise<boolean> {
+  try {
+    await jsApiRequest(nc, `STREAM.INFO.${stream}`);
+    return true;
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) return false;
+    throw err;
+  }
+}
+
+export async function deleteStream(nc: NatsConnection, stream: string): Promise<void> {
+  await jsApiRequest(nc, `STREAM.DELETE.${stream}`);
+}

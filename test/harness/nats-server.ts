@@ -1,0 +1,184 @@
+/**
+ * Real nats-server processes for tests: free loopback ports, temporary store directories,
+ * stopped by their own PID. Single servers, servers from a config (accounts), and clusters.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NodeConnectionOptions } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ServerOptions {
+  /** Extra configuration appended to the generated file (accounts, limits, cluster). */
+  config?: string;
+  /** Reuse a store directory (for restarts). */
+  storeDir?: string;
+  port?: number;
+  serverName?: string;
+}
+
+export class NatsServer {
+  #proc: ChildProcess | null = null;
+  #log = "";
+  readonly dir: string;
+  readonly storeDir: string;
+  readonly port: number;
+  readonly url: string;
+  readonly name: string;
+
+  private constructor(
+    port: number,
+    private readonly opts: ServerOptions,
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), "nats-backup-test-"));
+    this.storeDir = opts.storeDir ?? join(this.dir, "store");
+    this.port = port;
+    this.url = `nats://127.0.0.1:${port}`;
+    this.name = opts.serverName ?? `s${port}`;
+  }
+
+  static async start(opts: ServerOptions = {}): Promise<NatsServer> {
+    const server = new NatsServer(opts.port ?? (await freePort()), opts);
+    await server.#spawn();
+    return server;
+  }
+
+  get pid(): number | undefined {
+    return this.#proc?.pid;
+  }
+  get log(): string {
+    return this.#log;
+  }
+
+  async #spawn(): Promise<void> {
+    const conf = join(this.dir, "server.conf");
+    writeFileSync(
+      conf,
+      [
+        `server_name: ${JSON.stringify(this.name)}`,
+        `listen: "127.0.0.1:${this.port}"`,
+        `jetstream { store_dir: ${JSON.stringify(this.storeDir)} }`,
+        this.opts.config ?? "",
+      ].join("\n"),
+    );
+    this.#log = "";
+    const proc = spawn("nats-server", ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
+    this.#proc = proc;
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${this.#log}`)), 15_000);
+      const onData = (chunk: Buffer) => {
+        this.#log = (this.#log + chunk.toString()).slice(-20_000);
+        if (this.#log.includes("Server is ready")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      proc.stdout!.on("data", onData);
+      proc.stderr!.on("data", onData);
+      proc.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`nats-server exited with ${code}:\n${this.#log}`));
+      });
+    });
+    await ready;
+  }
+
+  connect(opts: NodeConnectionOptions = {}): Promise<NatsConnection> {
+    return connect({ servers: this.url, ...opts });
+  }
+
+  /** Stops the process (SIGTERM, then SIGKILL), keeping the store. */
+  async halt(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const proc = this.#proc;
+    this.#proc = null;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    proc.kill(signal);
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Starts the same server again on the same port and store. */
+  async restart(): Promise<void> {
+    await this.halt();
+    await this.#spawn();
+  }
+
+  /** Stops it and removes its files. */
+  async stop(): Promise<void> {
+    await this.halt();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A JetStream cluster of `size` servers on loopback. */
+export class NatsCluster {
+  private constructor(readonly servers: NatsServer[]) {}
+
+  static async start(size = 3, opts: { name?: string; tags?: (i: number) => string[] } = {}): Promise<NatsCluster> {
+    const clusterName = opts.name ?? "C1";
+    const routePorts = await Promise.all(Array.from({ length: size }, () => freePort()));
+    const routes = routePorts.map((p) => `"nats-route://127.0.0.1:${p}"`).join(", ");
+    const servers = await Promise.all(
+      routePorts.map((routePort, i) =>
+        NatsServer.start({
+          serverName: `${clusterName}-n${i + 1}`,
+          config: [
+            `cluster { name: ${clusterName}, listen: "127.0.0.1:${routePort}", routes: [${routes}] }`,
+            opts.tags ? `server_tags: ${JSON.stringify(opts.tags(i))}` : "",
+          ].join("\n"),
+        }),
+      ),
+    );
+    const cluster = new NatsCluster(servers);
+    await cluster.waitForMetaLeader();
+    return cluster;
+  }
+
+  get urls(): string[] {
+    return this.servers.map((s) => s.url);
+  }
+
+  connect(opts: NodeConnectionOptions = {}): Promise<NatsConnection> {
+    return connect({ servers: this.urls, ...opts });
+  }
+
+  async waitForMetaLeader(timeoutMs = 30_000): Promise<void> {
+    const nc = await this.connect();
+    try {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        try {
+          const reply = await nc.request("$JS.API.INFO", "", { timeout: 1000 });
+          const info = reply.json<{ error?: unknown }>();
+          if (!info.error) return;
+        } catch {
+          // not yet
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      throw new Error("the cluster elected no JetStream meta leader");
+    } finally {
+      await nc.close();
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+}

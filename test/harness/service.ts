@@ -1,0 +1,39 @@
+/** The service under test, on its own connection, and a client that speaks to it like `nats req`. */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { pino } from "pino";
+import { startBackupService, type BackupService, type BackupServiceOptions } from "../../src/mod.ts";
+
+export interface Reply<T = unknown> {
+  /** The parsed body. */
+  body: T;
+  /** Nats-Service-Error-Code, when the reply is an error. */
+  errorCode: number | null;
+  errorHeader: string | null;
+  raw: string;
+}
+
+export async function request<T = unknown>(
+  nc: NatsConnection,
+  subject: string,
+  body: unknown = "",
+  timeout = 30_000,
+): Promise<Reply<T>> {
+  const payload = typeof body === "string" ? body : JSON.stringify(body);
+  const msg = await nc.request(subject, payload, { timeout });
+  const raw = msg.string();
+  const code = msg.headers?.get("Nats-Service-Error-Code");
+  return {
+    body: JSON.parse(raw) as T,
+    errorCode: code ? Number(code) : null,
+    errorHeader: msg.headers?.get("Nats-Service-Error") || null,
+    raw,
+  };
+}
+
+export function testLogger() {
+  return pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+}
+
+export async function startService(nc: NatsConnection, opts: BackupServiceOptions = {}): Promise<BackupService> {
+  return startBackupService(nc, { logger: testLogger(), shutdownGraceMs: 1000, ...opts });
+}
