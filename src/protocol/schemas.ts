@@ -51,7 +51,7 @@ export type ListRequest = z.infer<typeof ListRequest>;
 /** info, delete and job take no body (or `{}`). */
 export const EmptyRequest = z.strictObject({});
 
-export const BackupManifest = z.object({
+export const BackupManifest = z.looseObject({
   type: z.literal("io.nats.backup.v1.manifest"),
   id: backupId,
   scope: z.literal("stream"),
@@ -65,15 +65,17 @@ export const BackupManifest = z.object({
   bytes: z.number().describe("the stream's bytes when the snapshot started"),
   first_seq: z.number(),
   last_seq: z.number(),
-  consumers: z.array(z.string()).describe("durable consumers included in the snapshot"),
+  consumers: z.array(z.string()).describe("the consumers the stream had when the snapshot started, included in it unless consumers:false"),
   checked: z.boolean().describe("the server verified message checksums before the snapshot"),
   tag: z.string().optional(),
-  objects: z.object({ config: z.string(), archive: z.string(), manifest: z.string() }),
-  server: z.object({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() }),
+  objects: z.looseObject({ config: z.string(), archive: z.string(), manifest: z.string() }),
+  server: z
+    .looseObject({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() })
+    .describe("the server the service was connected to when the backup was taken"),
 });
 export type BackupManifest = z.infer<typeof BackupManifest>;
 
-export const RestoreResult = z.object({
+export const RestoreResult = z.looseObject({
   stream: z.string(),
   backup: backupId,
   messages: z.number(),
@@ -89,7 +91,7 @@ export type RestoreResult = z.infer<typeof RestoreResult>;
 export const JobState = z.enum(["running", "completed", "failed"]);
 export type JobState = z.infer<typeof JobState>;
 
-export const JobProgress = z.object({
+export const JobProgress = z.looseObject({
   bytes: z.number().describe("bytes moved so far"),
   bytes_expected: z.number().optional().describe("total bytes, where known (restores)"),
   chunks: z.number(),
@@ -98,7 +100,7 @@ export const JobProgress = z.object({
 });
 export type JobProgress = z.infer<typeof JobProgress>;
 
-export const JobRecord = z.object({
+export const JobRecord = z.looseObject({
   type: z.literal("io.nats.backup.v1.job"),
   id: backupId,
   operation: z.enum(["backup", "restore"]),
@@ -113,12 +115,12 @@ export const JobRecord = z.object({
   ended: z.string().optional(),
   progress: JobProgress,
   result: z.union([BackupManifest, RestoreResult]).optional(),
-  error: z.object({ code: z.number(), description: z.string() }).optional(),
+  error: z.looseObject({ code: z.number(), description: z.string() }).optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 
 /** The reply to a backup or restore request with `wait:false`. */
-export const JobStarted = z.object({
+export const JobStarted = z.looseObject({
   id: backupId,
   operation: z.enum(["backup", "restore"]),
   scope: z.literal("stream"),
@@ -129,14 +131,14 @@ export const JobStarted = z.object({
 });
 export type JobStarted = z.infer<typeof JobStarted>;
 
-export const ListReply = z.object({
+export const ListReply = z.looseObject({
   backups: z.array(BackupManifest).describe("completed backups, newest first"),
 });
-export const DeleteReply = z.object({ id: backupId, deleted: z.literal(true), objects: z.number() });
+export const DeleteReply = z.looseObject({ id: backupId, deleted: z.literal(true), objects: z.number() });
 export type DeleteReply = z.infer<typeof DeleteReply>;
 
-export const ErrorReply = z.object({
-  error: z.object({ code: z.number(), description: z.string() }),
+export const ErrorReply = z.looseObject({
+  error: z.looseObject({ code: z.number(), description: z.string() }),
 });
 
 /** Everything protocol/ documents, by file name. */

@@ -72,13 +72,18 @@ export const handlers: Record<EndpointName, Handler> = {
   },
 };
 
-/** Runs a handler; a request without a reply subject still runs, and its outcome is only logged. */
-export async function serve(name: EndpointName, msg: ServiceMsg, deps: EndpointDeps): Promise<void> {
+/**
+ * Runs a handler; a request without a reply subject still runs, and its outcome is only logged.
+ * Resolves to the error replied with, if any.
+ */
+export async function serve(name: EndpointName, msg: ServiceMsg, deps: EndpointDeps): Promise<BackupError | null> {
   try {
     const body = await handlers[name](msg, deps);
     if (msg.reply) respondJson(msg, body);
+    return null;
   } catch (err) {
     if (msg.reply) respondError(msg, err, deps.log);
     else deps.log.warn({ err, subject: msg.subject }, "request without a reply subject failed");
+    return BackupError.from(err);
   }
 }

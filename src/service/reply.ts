@@ -10,5 +10,7 @@ export function respondJson(msg: ServiceMsg, body: unknown): void {
 export function respondError(msg: ServiceMsg, err: unknown, log: Logger): void {
   const e = BackupError.from(err);
   if (e.code >= ErrorCode.Internal) log.error({ err, subject: msg.subject }, e.description);
-  msg.respondError(e.code, e.description, JSON.stringify(e.toJSON()));
+  // A header value cannot hold CR or LF (the client throws); the body repeats the header.
+  const description = e.description.replace(/[\r\n]+/g, " ");
+  msg.respondError(e.code, description, JSON.stringify({ error: { code: e.code, description } }));
 }

@@ -12,6 +12,7 @@ import { JobStore } from "../jobs/job-store.ts";
 import { StreamLocks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
 import { Endpoints, QueueGroup, ServiceName, type EndpointName } from "../protocol/subjects.ts";
+import { EndpointStats } from "./endpoint-stats.ts";
 import { serve, type EndpointDeps } from "./endpoints.ts";
 
 export interface BackupServiceOptions {
@@ -63,12 +64,14 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     ttlMs: opts.lockTtlMs ?? Defaults.lockTtlMs,
   });
 
+  const stats = new EndpointStats();
   const service = await new Svcm(nc).add({
     name: ServiceName,
     version: pkg.version,
     description: "Backup and restore of JetStream streams into an object store bucket",
     queue: QueueGroup,
     metadata: { bucket },
+    statsHandler: stats.statsHandler,
   });
   const id = service.info().id;
   const tuning = { ...DefaultTuning, ...opts.tuning };
@@ -79,7 +82,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
       subject: spec.subject,
       metadata: { description: spec.description, request: spec.request, reply: spec.reply },
       handler: (err, msg) => {
-        if (!err) void serve(name, msg, deps);
+        if (!err) void stats.track(name, () => serve(name, msg, deps));
       },
     });
   }
