@@ -9,9 +9,10 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
-import { ObjectWriter, type ObjectWriterOptions } from "./object-writer.ts";
+import { ObjectWriter, purgeChunks, type ObjectWriterOptions } from "./object-writer.ts";
 import { readObject, type ObjectReadOptions } from "./object-reader.ts";
-import type { ObjectMetaRecord } from "./object-format.ts";
+import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { jsApiRequest } from "../snapshot/jsapi.ts";
 
 export interface CatalogueOptions {
   bucket: string;
@@ -119,11 +120,49 @@ export class Catalogue {
     return removed;
   }
 
-  /** Drops the pieces of a backup that never completed. */
+  /** Every live object of the bucket, complete backups or not. */
+  async objects(): Promise<ObjectInfo[]> {
+    return (await this.store.list()).filter((info) => !info.deleted);
+  }
+
+  async deleteObject(name: string): Promise<void> {
+    await this.store.delete(name);
+  }
+
+  /** The upload ids (nuids) that have chunks in the bucket's stream. */
+  async chunkUploads(): Promise<string[]> {
+    const prefix = chunkSubject(this.bucket, "");
+    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: `${prefix}>` }));
+    const subjects = (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects ?? {};
+    return Object.keys(subjects).map((subject) => subject.slice(prefix.length));
+  }
+
+  /** When the newest chunk of an upload was stored. */
+  async lastChunkTime(nuid: string): Promise<Date | null> {
+    try {
+      const text = await jsApiRequest(
+        this.nc,
+        `STREAM.MSG.GET.${streamOf(this.bucket)}`,
+        JSON.stringify({ last_by_subj: chunkSubject(this.bucket, nuid) }),
+      );
+      return new Date((JSON.parse(text) as { message: { time: string } }).message.time);
+    } catch {
+      return null;
+    }
+  }
+
+  purgeUpload(nuid: string): Promise<void> {
+    return purgeChunks(this.nc, this.bucket, nuid);
+  }
+
+  /** Drops the pieces of a backup that never completed: chunks of an unfinished upload, and any object already written. */
   async discard(id: string, writer?: ObjectWriter): Promise<void> {
     if (writer) await writer.abort();
-    const config = await this.store.info(objectNames(id).config);
-    if (config && !config.deleted) await this.store.delete(objectNames(id).config);
+    const names = objectNames(id);
+    for (const name of [names.archive, names.config]) {
+      const info = await this.store.info(name);
+      if (info && !info.deleted) await this.store.delete(name);
+    }
   }
 }
 

@@ -19,6 +19,7 @@ Connection (as the nats CLI reads them):
 Service:
       --bucket NAME      object store bucket for backups    [default ${Defaults.bucket}]
       --replicas N       replicas of the buckets it creates [default ${Defaults.replicas}]
+      --max-jobs N       jobs this instance runs at once; more get 429 [default ${Defaults.maxJobs}]
       --shutdown-grace S seconds running jobs get to finish on SIGINT/SIGTERM [default ${Defaults.shutdownGraceMs / 1000}]
       --log-level LEVEL  pino level                         [LOG_LEVEL, default info]
 `;
@@ -37,6 +38,7 @@ async function main(argv: string[]): Promise<number> {
       bucket: { type: "string" },
       replicas: { type: "string" },
       "shutdown-grace": { type: "string" },
+      "max-jobs": { type: "string" },
       "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
@@ -55,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
   const replicas = values.replicas !== undefined ? positiveInt("--replicas", values.replicas) : undefined;
   const grace = values["shutdown-grace"] !== undefined ? positiveInt("--shutdown-grace", values["shutdown-grace"]) : undefined;
 
+  const maxJobs = values["max-jobs"] !== undefined ? positiveInt("--max-jobs", values["max-jobs"]) : undefined;
+
   const nc = await connectNats(values);
   log.info({ server: nc.getServer() }, "connected");
   void (async () => {
@@ -64,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
     logger: log,
     ...(values.bucket ? { bucket: values.bucket } : {}),
     ...(replicas ? { replicas } : {}),
+    ...(maxJobs ? { maxJobs } : {}),
     ...(grace !== undefined ? { shutdownGraceMs: grace * 1000 } : {}),
   });
 

@@ -20,6 +20,28 @@ export class JobStore {
     await this.kv.put(record.id, JSON.stringify(record));
   }
 
+  /** Jobs whose record still says running, with the revision to update them against. */
+  async running(): Promise<{ record: JobRecord; revision: number }[]> {
+    const out: { record: JobRecord; revision: number }[] = [];
+    for await (const key of await this.kv.keys()) {
+      const entry = await this.kv.get(key);
+      if (!entry || entry.operation !== "PUT") continue;
+      const parsed = JobRecord.safeParse(entry.json());
+      if (parsed.success && parsed.data.state === "running") out.push({ record: parsed.data, revision: entry.revision });
+    }
+    return out;
+  }
+
+  /** Replaces a record only if nobody wrote it since `revision`; false when someone did. */
+  async replace(record: JobRecord, revision: number): Promise<boolean> {
+    try {
+      await this.kv.update(record.id, JSON.stringify(record), revision);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async get(id: string): Promise<JobRecord | null> {
     const entry = await this.kv.get(id);
     if (!entry || entry.operation !== "PUT") return null;

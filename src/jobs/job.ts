@@ -109,20 +109,27 @@ export class Job {
     clearInterval(this.#ticker);
     const now = new Date().toISOString();
     Object.assign(this.#record, change, { updated: now, ended: now });
+    // `done` waits for the stored record, so `$BACKUP.job.<id>` agrees with a `wait:true` reply;
+    // the record is taken after #emit stamped `updated`, so it is the one published and stored.
+    const stored = this.#emit();
     const record = this.record;
-    // `done` waits for the stored record, so `$BACKUP.job.<id>` agrees with a `wait:true` reply.
-    void this.#emit().then(() => this.#resolveDone(record));
+    void stored.then(() => this.#resolveDone(record));
     return record;
   }
 
   #emit(): Promise<void> {
     this.#record.updated = new Date().toISOString();
     const record = this.record;
-    try {
-      this.nc.publish(record.status_subject, JSON.stringify(record));
-    } catch (err) {
-      this.log.warn({ err, job: record.id }, "could not publish job status");
-    }
+    publishStatus(this.nc, record, this.log);
     return this.store.put(record).catch((err: unknown) => this.log.warn({ err, job: record.id }, "could not store job record"));
+  }
+}
+
+/** Publishes a job's record as a status event; a closed connection is logged, not thrown. */
+export function publishStatus(nc: NatsConnection, record: JobRecord, log: Logger): void {
+  try {
+    nc.publish(record.status_subject, JSON.stringify(record));
+  } catch (err) {
+    log.warn({ err, job: record.id }, "could not publish job status");
   }
 }

@@ -80,6 +80,13 @@ export class StreamLocks {
     }
   }
 
+  /** Frees a stream's lock if `job` holds it (the job's instance is gone). */
+  async releaseFor(stream: string, job: string): Promise<void> {
+    const entry = await this.kv.get(lockKey(stream));
+    if (!entry || entry.operation !== "PUT" || (entry.json() as LockHolder).job !== job) return;
+    await this.kv.delete(lockKey(stream), { previousSeq: entry.revision }).catch(() => {});
+  }
+
   async holder(stream: string): Promise<LockHolder | null> {
     const entry = await this.kv.get(lockKey(stream));
     return entry && entry.operation === "PUT" ? (entry.json() as LockHolder) : null;

@@ -32,7 +32,7 @@ export async function restoreStream(
   if (archive.digest !== manifest.sha256 || archive.size !== manifest.size) {
     throw new BackupError(500, `backup ${manifest.id} is damaged: its archive is not the one its manifest recorded`);
   }
-  const request = restoreRequest(await catalogue.readConfig(manifest.id), req);
+  const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
 
   const upload = await startRestore(nc, stream, request, { window: ctx.tuning.restoreWindow });
   accepted();
@@ -62,6 +62,7 @@ export async function restoreStream(
       last_seq: state.last_seq ?? 0,
       consumers: state.consumer_count ?? 0,
       replicas: created.config?.num_replicas ?? 1,
+      ...(warnings.length ? { warnings } : {}),
     };
   } catch (err) {
     upload.abort();
@@ -72,16 +73,31 @@ export async function restoreStream(
   }
 }
 
-/** backup.json with the request's overrides; every other field stays as the server wrote it. */
-function restoreRequest(backupJson: string, req: RestoreStreamRequest): string {
+/**
+ * backup.json with the request's overrides; every other field stays as the server wrote it.
+ * A replicated stream restored onto a server without a cluster becomes R1 (the server would
+ * refuse it), and the result says so.
+ */
+function restoreRequest(
+  backupJson: string,
+  req: RestoreStreamRequest,
+  clustered: boolean,
+): { request: string; warnings: string[] } {
   const top = rawMembers(backupJson);
   const configText = top.get("config");
   if (!configText) throw new BackupError(500, "backup.json has no config");
   const config = rawMembers(configText);
-  if (req.replicas !== undefined) config.set("num_replicas", JSON.stringify(req.replicas));
+  const warnings: string[] = [];
+  const backedUpReplicas = Number(config.get("num_replicas") ?? 1);
+  if (req.replicas !== undefined) {
+    config.set("num_replicas", JSON.stringify(req.replicas));
+  } else if (!clustered && backedUpReplicas > 1) {
+    config.set("num_replicas", "1");
+    warnings.push(`the stream had ${backedUpReplicas} replicas; this server is not clustered, so it was restored with 1`);
+  }
   if (req.placement !== undefined) config.set("placement", JSON.stringify(req.placement));
   top.set("config", rawObject(config));
-  return rawObject(top);
+  return { request: rawObject(top), warnings };
 }
 
 /** The stream did not exist when this restore started and the lock keeps others off it, so any stream there now is ours. */

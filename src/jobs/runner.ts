@@ -3,7 +3,7 @@
  * whole life; its start resolves once the server accepted the snapshot or restore, so errors
  * the server gives at the start reach the caller.
  */
-import { BackupError } from "../protocol/errors.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
 import { backupStream } from "./backup-job.ts";
 import type { JobContext } from "./context.ts";
@@ -24,6 +24,8 @@ export class JobRunner {
     private readonly jobs: JobStore,
     private readonly locks: StreamLocks,
     readonly instance: string,
+    /** Jobs this instance runs at once; more are refused with 429. */
+    readonly maxJobs = Number.POSITIVE_INFINITY,
   ) {}
 
   backup(stream: string, req: BackupStreamRequest): Promise<Job> {
@@ -49,12 +51,18 @@ export class JobRunner {
     const all = () => Promise.all([...this.#running.values()].map((job) => job.done));
     const timer = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
     await Promise.race([all(), timer]);
-    for (const job of this.#running.values()) job.abort.abort(new BackupError(503, reason));
+    for (const job of this.#running.values()) job.abort.abort(new BackupError(ErrorCode.Unavailable, reason));
     await all();
   }
 
   async #start(operation: Operation, stream: string, pipeline: Pipeline): Promise<Job> {
-    if (this.#stopping) throw new BackupError(503, "the backup service is stopping");
+    if (this.#stopping) throw new BackupError(ErrorCode.Unavailable, "the backup service is stopping");
+    if (this.#running.size >= this.maxJobs) {
+      throw new BackupError(
+        ErrorCode.TooManyRequests,
+        `this backup service instance is running ${this.#running.size} jobs, its limit (--max-jobs); try again later`,
+      );
+    }
     const job = new Job({ id: newId(), operation, stream, instance: this.instance }, this.ctx.nc, this.jobs, this.ctx.log);
     this.#running.set(job.id, job);
     const log = this.ctx.log.child({ job: job.id, operation, stream });

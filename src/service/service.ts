@@ -11,6 +11,7 @@ import { DefaultTuning, type Tuning } from "../jobs/context.ts";
 import { JobStore } from "../jobs/job-store.ts";
 import { StreamLocks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
+import { DefaultSweep, Sweeper, type SweepOptions } from "../jobs/sweeper.ts";
 import { Endpoints, QueueGroup, ServiceName, type EndpointName } from "../protocol/subjects.ts";
 import { EndpointStats } from "./endpoint-stats.ts";
 import { serve, type EndpointDeps } from "./endpoints.ts";
@@ -27,6 +28,10 @@ export interface BackupServiceOptions {
   jobRetentionMs?: number;
   /** A lock whose holder stopped refreshing it is free after this long. */
   lockTtlMs?: number;
+  /** Jobs one instance runs at once; more are refused with 429. */
+  maxJobs?: number;
+  /** Cleanup after stopped instances (abandoned jobs, orphan chunks, incomplete backups). */
+  sweep?: Partial<SweepOptions>;
   tuning?: Partial<Tuning>;
 }
 
@@ -36,6 +41,7 @@ export interface BackupService {
   readonly bucket: string;
   readonly service: Service;
   readonly runner: JobRunner;
+  readonly sweeper: Sweeper;
   /** Stops taking requests, lets running jobs finish (up to the grace period), fails the rest. The connection stays open. */
   stop(): Promise<void>;
 }
@@ -46,6 +52,7 @@ export const Defaults = {
   shutdownGraceMs: 20_000,
   jobRetentionMs: 7 * 24 * 3600_000,
   lockTtlMs: 30_000,
+  maxJobs: 4,
 } as const;
 
 export async function startBackupService(nc: NatsConnection, opts: BackupServiceOptions = {}): Promise<BackupService> {
@@ -75,7 +82,9 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   });
   const id = service.info().id;
   const tuning = { ...DefaultTuning, ...opts.tuning };
-  const runner = new JobRunner({ nc, catalogue, log: log.child({ instance: id }), tuning }, jobs, locks, id);
+  const jobLog = log.child({ instance: id });
+  const runner = new JobRunner({ nc, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs);
+  const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, jobLog, { ...DefaultSweep, ...opts.sweep });
   const deps: EndpointDeps = { runner, catalogue, jobs, log };
   for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {
     service.addEndpoint(name, {
@@ -86,6 +95,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
       },
     });
   }
+  sweeper.start();
   log.info({ id, bucket, version: pkg.version }, "backup service started");
 
   let stopped: Promise<void> | undefined;
@@ -94,9 +104,11 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     bucket,
     service,
     runner,
+    sweeper,
     stop: () =>
       (stopped ??= (async () => {
         await service.stop();
+        await sweeper.stop();
         await runner.stop(opts.shutdownGraceMs ?? Defaults.shutdownGraceMs);
         log.info({ id }, "backup service stopped");
       })()),

@@ -1,0 +1,137 @@
+/**
+ * Cleans up after instances that died: fails their jobs, frees their locks, and removes what
+ * their uploads left in the bucket. Runs at start and then periodically, on every instance;
+ * each step is safe to race with another instance doing the same.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { Svcm } from "@nats-io/services";
+import type { Logger } from "pino";
+import type { Catalogue } from "../catalogue/catalogue.ts";
+import { ErrorCode } from "../protocol/errors.ts";
+import { backupId, type JobRecord } from "../protocol/schemas.ts";
+import { ServiceName } from "../protocol/subjects.ts";
+import { publishStatus } from "./job.ts";
+import type { JobStore } from "./job-store.ts";
+import type { StreamLocks } from "./locks.ts";
+
+export interface SweepOptions {
+  intervalMs: number;
+  /** Unreferenced chunks and incomplete backups younger than this are left alone (an upload may still be writing them). */
+  orphanMinAgeMs: number;
+  /** A running job whose record was not refreshed for this long has lost its instance. */
+  staleJobMs: number;
+}
+
+export const DefaultSweep: SweepOptions = { intervalMs: 60_000, orphanMinAgeMs: 60_000, staleJobMs: 30_000 };
+
+export interface SweepReport {
+  failedJobs: string[];
+  purgedUploads: string[];
+  removedObjects: string[];
+}
+
+export class Sweeper {
+  #timer: NodeJS.Timeout | null = null;
+  #running: Promise<SweepReport> | null = null;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly catalogue: Catalogue,
+    private readonly jobs: JobStore,
+    private readonly locks: StreamLocks,
+    private readonly instance: string,
+    private readonly log: Logger,
+    private readonly opts: SweepOptions,
+  ) {}
+
+  start(): void {
+    const run = () => void this.sweep().catch((err: unknown) => this.log.warn({ err }, "sweep failed"));
+    run();
+    this.#timer = setInterval(run, this.opts.intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#running?.catch(() => {});
+  }
+
+  /** One pass; concurrent calls share it. */
+  sweep(): Promise<SweepReport> {
+    this.#running ??= this.#sweep().finally(() => (this.#running = null));
+    return this.#running;
+  }
+
+  async #sweep(): Promise<SweepReport> {
+    const report: SweepReport = { failedJobs: [], purgedUploads: [], removedObjects: [] };
+    // Uploads first: anything that starts after this list is read cannot be mistaken for an orphan.
+    const uploads = await this.catalogue.chunkUploads();
+    const live = await this.#liveInstances();
+    const aliveJobs = new Set<string>();
+    const now = Date.now();
+    for (const { record, revision } of await this.jobs.running()) {
+      const stale = now - Date.parse(record.updated) > this.opts.staleJobMs;
+      if (live.has(record.instance) && !stale) {
+        aliveJobs.add(record.id);
+        continue;
+      }
+      if (await this.#failOrphanedJob(record, revision, stale)) report.failedJobs.push(record.id);
+    }
+
+    const objects = await this.catalogue.objects();
+    const referenced = new Set(objects.map((o) => o.nuid));
+    for (const nuid of uploads) {
+      if (referenced.has(nuid)) continue;
+      const last = await this.catalogue.lastChunkTime(nuid);
+      if (last && now - last.getTime() > this.opts.orphanMinAgeMs) {
+        await this.catalogue.purgeUpload(nuid);
+        report.purgedUploads.push(nuid);
+      }
+    }
+
+    // Backups whose manifest was never written: their job is not alive anywhere.
+    const byBackup = new Map<string, typeof objects>();
+    for (const o of objects) {
+      const id = o.name.split("/")[0] ?? "";
+      if (!backupId.safeParse(id).success) continue;
+      byBackup.set(id, [...(byBackup.get(id) ?? []), o]);
+    }
+    for (const [id, parts] of byBackup) {
+      if (aliveJobs.has(id) || parts.some((o) => o.name.endsWith("/manifest.json"))) continue;
+      if (parts.some((o) => now - Date.parse(o.mtime) <= this.opts.orphanMinAgeMs)) continue;
+      for (const o of parts) {
+        await this.catalogue.deleteObject(o.name);
+        report.removedObjects.push(o.name);
+      }
+    }
+    if (report.failedJobs.length + report.purgedUploads.length + report.removedObjects.length > 0) {
+      this.log.info(report, "sweep cleaned up after stopped instances");
+    }
+    return report;
+  }
+
+  async #failOrphanedJob(record: JobRecord, revision: number, stale: boolean): Promise<boolean> {
+    const now = new Date().toISOString();
+    const why = stale
+      ? `its instance ${record.instance} stopped updating it`
+      : `its instance ${record.instance} no longer answers $SRV.PING`;
+    const failed: JobRecord = {
+      ...record,
+      state: "failed",
+      updated: now,
+      ended: now,
+      error: { code: ErrorCode.Unavailable, description: `${record.operation} job ${record.id} was abandoned: ${why}` },
+    };
+    if (!(await this.jobs.replace(failed, revision))) return false;
+    publishStatus(this.nc, failed, this.log);
+    await this.locks.releaseFor(record.stream, record.id);
+    return true;
+  }
+
+  async #liveInstances(): Promise<Set<string>> {
+    const live = new Set([this.instance]);
+    const pings = await new Svcm(this.nc).client({ strategy: "timer", maxWait: 1000 }).ping(ServiceName);
+    for await (const p of pings) live.add(p.id);
+    return live;
+  }
+}
