@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Objm, type ObjectInfo } from "@nats-io/obj";
+import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import { NatsServer } from "./harness/nats-server.ts";
+import { makeStream } from "./harness/fixtures.ts";
+import { request, startService } from "./harness/service.ts";
+import { Collector, jsApi, readSubject, streamState, subjectCounts } from "./harness/inspect.ts";
+
+const Stream = "INTEG";
+
+describe("damaged backups are refused", () => {
+  let server: NatsServer;
+  let serviceNc: NatsConnection;
+  let nc: NatsConnection;
+  let svc: BackupService;
+  let status: Collector;
+  /** Three backups of the same content: one to corrupt, one to truncate, one left alone. */
+  const backups: BackupManifest[] = [];
+  let messages = 0;
+
+  before(async () => {
+    server = await NatsServer.start();
+    serviceNc = await server.connect();
+    nc = await server.connect();
+    svc = await startService(serviceNc);
+    await makeStream(nc, Stream, { messages: 600, deleteEvery: 50, consumers: true });
+    messages = (await streamState(nc, Stream))!.messages;
+    for (let i = 0; i < 3; i++) {
+      // 64 KiB chunks: the archive spans several chunk messages.
+      const done = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true, chunk_size: 65536 }, 120_000);
+      assert.equal(done.errorCode, null, done.raw);
+      backups.push(done.body.result as BackupManifest);
+    }
+    for (const b of backups) assert.ok(b.chunks >= 4, `archive of ${b.chunks} chunks`);
+    await (await jetstreamManager(nc)).streams.delete(Stream);
+    status = await Collector.start(nc, "$BACKUP.status.>");
+  });
+  after(async () => {
+    status?.stop();
+    await svc?.stop();
+    await serviceNc?.close();
+    await nc?.close();
+    await server?.stop();
+  });
+
+  async function archiveObject(id: string): Promise<ObjectInfo> {
+    const os = await new Objm(jetstream(nc)).open(svc.bucket);
+    const info = await os.info(`${id}/stream.tar.s2`);
+    assert.ok(info && !info.deleted, `the archive of ${id} is in the bucket`);
+    return info;
+  }
+
+  /** Replaces the archive's chunks with `rewrite(chunks)`, in order, on the same subject; its metadata stays. */
+  async function rewriteChunks(id: string, rewrite: (chunks: Buffer[]) => Buffer[]): Promise<void> {
+    const info = await archiveObject(id);
+    const subject = `$O.${svc.bucket}.C.${info.nuid}`;
+    const stored = await readSubject(nc, `OBJ_${svc.bucket}`, subject);
+    assert.equal(stored.length, info.chunks);
+    const chunks = rewrite(stored.map((m) => m.data));
+    const purged = await jsApi<{ success: boolean; purged: number }>(nc, `STREAM.PURGE.OBJ_${svc.bucket}`, { filter: subject });
+    assert.equal(purged.success, true, JSON.stringify(purged));
+    assert.equal(purged.purged, info.chunks);
+    const js = jetstream(nc);
+    for (const chunk of chunks) await js.publish(subject, chunk, { expect: { streamName: `OBJ_${svc.bucket}` } });
+    assert.deepEqual(await subjectCounts(nc, `OBJ_${svc.bucket}`, subject), chunks.length ? { [subject]: chunks.length } : {});
+    // The object's metadata still describes the original bytes.
+    const after = await archiveObject(id);
+    assert.equal(after.digest, info.digest);
+    assert.equal(after.chunks, info.chunks);
+  }
+
+  /** Restores `backup` with wait:true and checks it was refused, the job failed, and no stream was left. */
+  async function assertRefused(backup: BackupManifest, why: RegExp): Promise<void> {
+    const reply = await request<{ error: { code: number; description: string } }>(
+      nc,
+      `$RESTORE.stream.${Stream}`,
+      { backup: backup.id, wait: true },
+      180_000,
+    );
+    assert.ok(reply.errorCode !== null && reply.errorCode >= 500, `refused with a 5xx: ${reply.raw}`);
+    assert.deepEqual(reply.body, { error: { code: reply.errorCode, description: reply.errorHeader } });
+    assert.match(reply.errorHeader ?? "", why);
+    const jobId = /restore job ([0-9A-Z]{26}) failed/.exec(reply.errorHeader ?? "")?.[1];
+    assert.ok(jobId, `the description names the job: ${reply.errorHeader}`);
+
+    const job = await request<JobRecord>(nc, `$BACKUP.job.${jobId}`);
+    assert.equal(job.errorCode, null, job.raw);
+    assert.equal(job.body.state, "failed");
+    assert.equal(job.body.operation, "restore");
+    assert.equal(job.body.backup, backup.id);
+    assert.equal(job.body.result, undefined);
+    assert.equal(job.body.error?.code, reply.errorCode);
+    assert.match(job.body.error?.description ?? "", why);
+    const events = status.bodies((e) => e.id === jobId);
+    assert.equal(events.at(-1)?.state, "failed", "the last status event is the failure");
+    assert.equal(events.filter((e) => e.state !== "running").length, 1);
+
+    const info = await jsApi(nc, `STREAM.INFO.${Stream}`);
+    assert.equal(info.error?.err_code, 10059, `stream ${Stream} does not exist: ${JSON.stringify(info)}`);
+  }
+
+  test("an archive with one flipped byte is refused and leaves no stream", async () => {
+    const [damaged] = backups as [BackupManifest];
+    await rewriteChunks(damaged.id, (chunks) => {
+      const copy = chunks.map((c) => Buffer.from(c));
+      const victim = copy[Math.floor(copy.length / 2)]!;
+      const at = Math.floor(victim.length / 2);
+      victim[at] = victim[at]! ^ 0x01;
+      return copy;
+    });
+    await assertRefused(damaged, /damaged: digest .* does not match/);
+  });
+
+  test("an archive missing one chunk is refused and leaves no stream", async () => {
+    const damaged = backups[1]!;
+    await rewriteChunks(damaged.id, (chunks) => chunks.filter((_, i) => i !== 1));
+    await assertRefused(damaged, /damaged: only \d+ of its \d+ chunks are in the bucket/);
+  });
+
+  test("the refused restores left nothing in the way: an intact backup still restores", async () => {
+    const intact = backups[2]!;
+    const reply = await request<JobRecord>(nc, `$RESTORE.stream.${Stream}`, { backup: intact.id, wait: true }, 180_000);
+    assert.equal(reply.errorCode, null, reply.raw);
+    assert.equal(reply.body.state, "completed");
+    assert.equal((await streamState(nc, Stream))?.messages, messages);
+    // The damaged backups are still listed: a failed restore deletes nothing.
+    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: Stream });
+    assert.deepEqual(list.body.backups.map((b) => b.id), backups.map((b) => b.id).reverse());
+  });
+});
