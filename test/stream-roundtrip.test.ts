@@ -64,6 +64,11 @@ describe("stream backup and restore", () => {
     assert.equal(reply.errorCode, 409);
     assert.match(reply.errorHeader ?? "", /stream ORDERS already exist/);
     assert.deepEqual(reply.body, { error: { code: 409, description: reply.errorHeader } });
+    // The refused request still was a job, and the reply names it.
+    assert.ok(reply.job, "the error reply names its job in Nats-Backup-Job");
+    const job = await request<JobRecord>(nc, `$BACKUP.job.${reply.job}`);
+    assert.equal(job.body.state, "failed");
+    assert.equal(job.body.error?.code, 409);
     assert.equal((await readStream(nc, "ORDERS")).length, countBefore);
   });
 });

@@ -11,7 +11,7 @@ import { BackupError } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
 import { ObjectWriter, purgeChunks, type ObjectWriterOptions } from "./object-writer.ts";
 import { readObject, type ObjectReadOptions } from "./object-reader.ts";
-import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
 
 export interface CatalogueOptions {
@@ -28,6 +28,8 @@ export const objectNames = (id: string) => ({
 
 const ManifestSuffix = "/manifest.json";
 const ManifestMetadataKey = "nats-backup-manifest";
+/** Manifests read at once while listing. */
+const ListBatch = 64;
 
 export class Catalogue {
   private constructor(
@@ -81,16 +83,36 @@ export class Catalogue {
     );
   }
 
-  /** Completed backups, newest first. */
+  /**
+   * Completed backups, newest first. Reads only the manifests' metadata messages, by direct
+   * get, so a list creates no consumer and costs one request per backup.
+   */
   async list(stream?: string): Promise<BackupManifest[]> {
-    const infos = await this.store.list();
+    const subjects = await this.#subjects(metaSubject(this.bucket, "") + ">");
+    const manifestSubjects = subjects.filter((s) => nameOfMetaSubject(this.bucket, s).endsWith(ManifestSuffix));
     const manifests: BackupManifest[] = [];
-    for (const info of infos) {
-      if (info.deleted || !info.name.endsWith(ManifestSuffix)) continue;
-      const manifest = parseManifest(info.metadata?.[ManifestMetadataKey]);
-      if (manifest && (stream === undefined || manifest.stream === stream)) manifests.push(manifest);
+    for (let i = 0; i < manifestSubjects.length; i += ListBatch) {
+      const metas = await Promise.all(manifestSubjects.slice(i, i + ListBatch).map((s) => this.#lastMeta(s)));
+      for (const meta of metas) {
+        const manifest = meta && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
+        if (manifest && (stream === undefined || manifest.stream === stream)) manifests.push(manifest);
+      }
     }
     return manifests.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  }
+
+  /** The subjects of the bucket's stream that match `filter`. */
+  async #subjects(filter: string): Promise<string[]> {
+    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: filter }));
+    return Object.keys((JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects ?? {});
+  }
+
+  async #lastMeta(subject: string): Promise<ObjectMetaRecord | null> {
+    const reply = await this.nc.request(`$JS.API.DIRECT.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: subject }), {
+      timeout: 5000,
+    });
+    if (reply.headers?.code && reply.headers.code >= 300) return null;
+    return JSON.parse(reply.string()) as ObjectMetaRecord;
   }
 
   async info(id: string): Promise<BackupManifest> {
@@ -132,9 +154,7 @@ export class Catalogue {
   /** The upload ids (nuids) that have chunks in the bucket's stream. */
   async chunkUploads(): Promise<string[]> {
     const prefix = chunkSubject(this.bucket, "");
-    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: `${prefix}>` }));
-    const subjects = (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects ?? {};
-    return Object.keys(subjects).map((subject) => subject.slice(prefix.length));
+    return (await this.#subjects(`${prefix}>`)).map((subject) => subject.slice(prefix.length));
   }
 
   /** When the newest chunk of an upload was stored. */

@@ -7,6 +7,9 @@ import { createHash, type Hash } from "node:crypto";
 export const streamOf = (bucket: string) => `OBJ_${bucket}`;
 export const chunkSubject = (bucket: string, nuid: string) => `$O.${bucket}.C.${nuid}`;
 export const metaSubject = (bucket: string, name: string) => `$O.${bucket}.M.${base64UrlPadded(Buffer.from(name))}`;
+/** The object name a metadata subject stands for. */
+export const nameOfMetaSubject = (bucket: string, subject: string) =>
+  Buffer.from(subject.slice(metaSubject(bucket, "").length), "base64url").toString();
 
 /** base64url with its padding kept, as the object store encodes names and digests. */
 export function base64UrlPadded(bytes: Uint8Array): string {

@@ -90,7 +90,11 @@ export class JobRunner {
     void job.done.then(() => this.#running.delete(job.id));
     log.info(`${operation} started`);
     // Whichever comes first: the server accepted the job, or it failed before that.
-    await Promise.race([accepted, finished]);
+    try {
+      await Promise.race([accepted, finished]);
+    } catch (err) {
+      throw BackupError.from(err).ofJob(job.id);
+    }
     return job;
   }
 }

@@ -10,6 +10,9 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/** Header naming the job an error reply is about. */
+export const JobHeader = "Nats-Backup-Job";
+
 export interface ApiErrorBody {
   error: { code: number; description: string; err_code?: number };
 }
@@ -17,12 +20,21 @@ export interface ApiErrorBody {
 /** An error that is reported to the caller as is: a code and a description to act on. */
 export class BackupError extends Error {
   override readonly name = "BackupError";
+  /** The job the error ended, when there was one (sent as the Nats-Backup-Job header). */
+  job?: string;
   constructor(
     readonly code: number,
     readonly description: string,
     options?: { cause?: unknown },
   ) {
     super(description, options);
+  }
+
+  /** The same error, naming the job it ended. */
+  ofJob(id: string): BackupError {
+    const e = new BackupError(this.code, this.description, { cause: this });
+    e.job = id;
+    return e;
   }
 
   static badRequest(description: string): BackupError {

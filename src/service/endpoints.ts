@@ -30,7 +30,7 @@ type Handler = (msg: ServiceMsg, deps: EndpointDeps) => Promise<unknown>;
 async function finalReply(job: Job): Promise<unknown> {
   const record = await job.done;
   if (record.state === "failed" && record.error) {
-    throw new BackupError(record.error.code, `${record.operation} job ${record.id} failed: ${record.error.description}`);
+    throw new BackupError(record.error.code, `${record.operation} job ${record.id} failed: ${record.error.description}`).ofJob(record.id);
   }
   return record;
 }
@@ -77,13 +77,23 @@ export const handlers: Record<EndpointName, Handler> = {
  * Resolves to the error replied with, if any.
  */
 export async function serve(name: EndpointName, msg: ServiceMsg, deps: EndpointDeps): Promise<BackupError | null> {
+  let failure: BackupError | null = null;
+  let body: unknown;
   try {
-    const body = await handlers[name](msg, deps);
-    if (msg.reply) respondJson(msg, body);
-    return null;
+    body = await handlers[name](msg, deps);
   } catch (err) {
-    if (msg.reply) respondError(msg, err, deps.log);
-    else deps.log.warn({ err, subject: msg.subject }, "request without a reply subject failed");
-    return BackupError.from(err);
+    failure = BackupError.from(err);
   }
+  try {
+    if (!msg.reply) {
+      if (failure) deps.log.warn({ err: failure, subject: msg.subject }, "request without a reply subject failed");
+    } else if (failure) {
+      respondError(msg, failure, deps.log);
+    } else {
+      respondJson(msg, body);
+    }
+  } catch (err) {
+    deps.log.warn({ err, subject: msg.subject }, "could not send the reply");
+  }
+  return failure;
 }

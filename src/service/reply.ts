@@ -1,7 +1,8 @@
 /** Replies: JSON results, and errors with the micro error headers and a JetStream-style body. */
 import type { ServiceMsg } from "@nats-io/services";
 import type { Logger } from "pino";
-import { BackupError, ErrorCode } from "../protocol/errors.ts";
+import { headers } from "@nats-io/nats-core";
+import { BackupError, ErrorCode, JobHeader } from "../protocol/errors.ts";
 
 export function respondJson(msg: ServiceMsg, body: unknown): void {
   msg.respond(JSON.stringify(body));
@@ -12,5 +13,7 @@ export function respondError(msg: ServiceMsg, err: unknown, log: Logger): void {
   if (e.code >= ErrorCode.Internal) log.error({ err, subject: msg.subject }, e.description);
   // A header value cannot hold CR or LF (the client throws); the body repeats the header.
   const description = e.description.replace(/[\r\n]+/g, " ");
-  msg.respondError(e.code, description, JSON.stringify({ error: { code: e.code, description } }));
+  const h = headers();
+  if (e.job) h.set(JobHeader, e.job);
+  msg.respondError(e.code, description, JSON.stringify({ error: { code: e.code, description } }), { headers: h });
 }

@@ -9,6 +9,8 @@ export interface Reply<T = unknown> {
   /** Nats-Service-Error-Code, when the reply is an error. */
   errorCode: number | null;
   errorHeader: string | null;
+  /** Nats-Backup-Job: the job an error reply is about. */
+  job: string | null;
   raw: string;
 }
 
@@ -26,6 +28,7 @@ export async function request<T = unknown>(
     body: JSON.parse(raw) as T,
     errorCode: code ? Number(code) : null,
     errorHeader: msg.headers?.get("Nats-Service-Error") || null,
+    job: msg.headers?.get("Nats-Backup-Job") || null,
     raw,
   };
 }
