@@ -68,16 +68,21 @@ export class StreamLocks {
   async acquire(stream: string, holder: LockHolder): Promise<StreamLock> {
     const key = lockKey(stream);
     const value = JSON.stringify(holder);
-    try {
-      const revision = await this.kv.create(key, value);
-      return new StreamLock(this.kv, key, value, revision, this.refreshMs);
-    } catch (err) {
-      const current = await this.holder(stream);
-      if (!current) throw err;
-      throw BackupError.conflict(
-        `stream ${stream} is busy: ${current.operation} job ${current.job} is running (instance ${current.instance})`,
-      );
+    // The holder may release between our create and our look at it: then try again.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const revision = await this.kv.create(key, value);
+        return new StreamLock(this.kv, key, value, revision, this.refreshMs);
+      } catch {
+        const current = await this.holder(stream);
+        if (current) {
+          throw BackupError.conflict(
+            `stream ${stream} is busy: ${current.operation} job ${current.job} is running (instance ${current.instance})`,
+          );
+        }
+      }
     }
+    throw BackupError.conflict(`stream ${stream} is busy: its lock changed hands while this job tried to take it`);
   }
 
   /** Frees a stream's lock if `job` holds it (the job's instance is gone). */

@@ -5,7 +5,7 @@ import type { Catalogue } from "../catalogue/catalogue.ts";
 import type { JobStore } from "../jobs/job-store.ts";
 import type { Job } from "../jobs/job.ts";
 import type { JobRunner } from "../jobs/runner.ts";
-import { BackupError } from "../protocol/errors.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import {
   BackupStreamRequest,
   EmptyRequest,
@@ -93,7 +93,14 @@ export async function serve(name: EndpointName, msg: ServiceMsg, deps: EndpointD
       respondJson(msg, body);
     }
   } catch (err) {
+    // Too large for max_payload, most likely: every request still gets an answer.
     deps.log.warn({ err, subject: msg.subject }, "could not send the reply");
+    failure = new BackupError(ErrorCode.Internal, `the reply could not be sent: ${(err as Error).message}`);
+    try {
+      respondError(msg, failure, deps.log);
+    } catch {
+      // The connection is gone; nothing more to do.
+    }
   }
   return failure;
 }

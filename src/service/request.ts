@@ -25,19 +25,24 @@ export function parseBody<S extends z.ZodType>(schema: S, msg: ServiceMsg): z.ou
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       const at = issue.path.length ? issue.path.join(".") : "body";
-      return issue.code === "unrecognized_keys"
-        ? `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}${issue.path.length ? ` in ${at}` : ""}`
-        : `${at}: ${issue.message}`;
+      if (issue.code !== "unrecognized_keys") return `${at}: ${issue.message}`;
+      const keys = issue.keys.slice(0, 5).map(quoteShort).join(", ") + (issue.keys.length > 5 ? ", …" : "");
+      return `unknown field${issue.keys.length > 1 ? "s" : ""} ${keys}${issue.path.length ? ` in ${at}` : ""}`;
     });
-    throw BackupError.badRequest(`invalid request: ${problems.join("; ")}`);
+    throw BackupError.badRequest(`invalid request: ${problems.slice(0, 5).join("; ")}`);
   }
   return parsed.data;
+}
+
+/** A value from the request, quoted and cut short: an error description never repeats a huge input. */
+function quoteShort(text: string): string {
+  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
 }
 
 /** The stream named by the subject's last token. */
 export function streamFromSubject(subject: string): string {
   const stream = lastToken(subject);
-  if (!isValidStreamName(stream)) throw BackupError.badRequest(`invalid stream name ${JSON.stringify(stream)}`);
+  if (!isValidStreamName(stream)) throw BackupError.badRequest(`invalid stream name ${quoteShort(stream)}`);
   return stream;
 }
 
@@ -45,7 +50,7 @@ export function streamFromSubject(subject: string): string {
 export function idFromSubject(subject: string): string {
   const id = lastToken(subject);
   if (!backupId.safeParse(id).success) {
-    throw BackupError.badRequest(`invalid id ${JSON.stringify(id.slice(0, 64))}: ids are 26-character ULIDs`);
+    throw BackupError.badRequest(`invalid id ${quoteShort(id)}: ids are 26-character ULIDs`);
   }
   return id;
 }
