@@ -7,6 +7,8 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { ObjectDigest, chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 
+const MaxFetchFailures = 3;
+
 export interface ObjectReadOptions {
   /** Bytes fetched ahead of the reader at most. */
   budgetBytes: number;
@@ -25,15 +27,29 @@ export async function* readObject(
   const digest = new ObjectDigest();
   let chunks = 0;
   let size = 0;
+  let failures = 0;
   while (chunks < info.chunks) {
-    const batch = await consumer.fetch({ max_messages: Math.min(batchSize, info.chunks - chunks), expires: 5_000 });
     let received = 0;
-    for await (const msg of batch) {
-      received++;
-      chunks++;
-      size += msg.data.length;
-      digest.update(msg.data);
-      yield msg.data;
+    try {
+      const batch = await consumer.fetch({ max_messages: Math.min(batchSize, info.chunks - chunks), expires: 5_000 });
+      for await (const msg of batch) {
+        received++;
+        chunks++;
+        size += msg.data.length;
+        digest.update(msg.data);
+        yield msg.data;
+      }
+    } catch (err) {
+      // The ordered consumer resumes after the last chunk it delivered; a server that stays away is a 503.
+      if (++failures > MaxFetchFailures) {
+        throw new BackupError(
+          ErrorCode.Unavailable,
+          `reading ${info.name} from bucket ${info.bucket} failed after ${chunks} of ${info.chunks} chunks: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250 * failures));
+      continue;
     }
     if (received === 0) {
       throw corrupt(info, `only ${chunks} of its ${info.chunks} chunks are in the bucket`);

@@ -12,6 +12,9 @@ import type { JobStore } from "./job-store.ts";
 
 export type Operation = JobRecord["operation"];
 
+/** Tries at storing a job's final record (about 20 s in all). */
+const TerminalStoreAttempts = 8;
+
 export interface JobInit {
   id: string;
   operation: Operation;
@@ -111,17 +114,33 @@ export class Job {
     Object.assign(this.#record, change, { updated: now, ended: now });
     // `done` waits for the stored record, so `$BACKUP.job.<id>` agrees with a `wait:true` reply;
     // the record is taken after #emit stamped `updated`, so it is the one published and stored.
-    const stored = this.#emit();
+    const stored = this.#emit(TerminalStoreAttempts);
     const record = this.record;
     void stored.then(() => this.#resolveDone(record));
     return record;
   }
 
-  #emit(): Promise<void> {
+  /** Publishes the record and stores it; the terminal record is retried through short outages. */
+  #emit(attempts = 1): Promise<void> {
     this.#record.updated = new Date().toISOString();
     const record = this.record;
     publishStatus(this.nc, record, this.log);
-    return this.store.put(record).catch((err: unknown) => this.log.warn({ err, job: record.id }, "could not store job record"));
+    return this.#store(record, attempts);
+  }
+
+  async #store(record: JobRecord, attempts: number): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.store.put(record);
+        return;
+      } catch (err) {
+        if (attempt >= attempts) {
+          this.log.warn({ err, job: record.id }, "could not store job record");
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+      }
+    }
   }
 }
 

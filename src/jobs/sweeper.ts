@@ -25,7 +25,7 @@ export interface SweepOptions {
 export const DefaultSweep: SweepOptions = { intervalMs: 60_000, orphanMinAgeMs: 60_000, staleJobMs: 30_000 };
 
 export interface SweepReport {
-  failedJobs: string[];
+  abandonedJobs: string[];
   purgedUploads: string[];
   removedObjects: string[];
 }
@@ -63,7 +63,7 @@ export class Sweeper {
   }
 
   async #sweep(): Promise<SweepReport> {
-    const report: SweepReport = { failedJobs: [], purgedUploads: [], removedObjects: [] };
+    const report: SweepReport = { abandonedJobs: [], purgedUploads: [], removedObjects: [] };
     // Uploads first: anything that starts after this list is read cannot be mistaken for an orphan.
     const uploads = await this.catalogue.chunkUploads();
     const live = await this.#liveInstances();
@@ -75,7 +75,7 @@ export class Sweeper {
         aliveJobs.add(record.id);
         continue;
       }
-      if (await this.#failOrphanedJob(record, revision, stale)) report.failedJobs.push(record.id);
+      if (await this.#failOrphanedJob(record, revision, stale)) report.abandonedJobs.push(record.id);
     }
 
     const objects = await this.catalogue.objects();
@@ -104,26 +104,31 @@ export class Sweeper {
         report.removedObjects.push(o.name);
       }
     }
-    if (report.failedJobs.length + report.purgedUploads.length + report.removedObjects.length > 0) {
+    if (report.abandonedJobs.length + report.purgedUploads.length + report.removedObjects.length > 0) {
       this.log.info(report, "sweep cleaned up after stopped instances");
     }
     return report;
   }
 
+  /** Ends a job whose instance is gone; false when another instance got there first. */
   async #failOrphanedJob(record: JobRecord, revision: number, stale: boolean): Promise<boolean> {
     const now = new Date().toISOString();
     const why = stale
       ? `its instance ${record.instance} stopped updating it`
       : `its instance ${record.instance} no longer answers $SRV.PING`;
-    const failed: JobRecord = {
-      ...record,
-      state: "failed",
-      updated: now,
-      ended: now,
-      error: { code: ErrorCode.Unavailable, description: `${record.operation} job ${record.id} was abandoned: ${why}` },
-    };
-    if (!(await this.jobs.replace(failed, revision))) return false;
-    publishStatus(this.nc, failed, this.log);
+    // A backup whose manifest was committed before its instance died is complete.
+    const manifest = record.operation === "backup" ? await this.catalogue.info(record.id).catch(() => null) : null;
+    const ended: JobRecord = manifest
+      ? { ...record, state: "completed", updated: now, ended: now, result: manifest }
+      : {
+          ...record,
+          state: "failed",
+          updated: now,
+          ended: now,
+          error: { code: ErrorCode.Unavailable, description: `${record.operation} job ${record.id} was abandoned: ${why}` },
+        };
+    if (!(await this.jobs.replace(ended, revision))) return false;
+    publishStatus(this.nc, ended, this.log);
     await this.locks.releaseFor(record.stream, record.id);
     return true;
   }

@@ -95,6 +95,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
       },
     });
   }
+  await nc.flush(); // the endpoints are subscribed on the server before we say we started
   sweeper.start();
   log.info({ id, bucket, version: pkg.version }, "backup service started");
 

@@ -37,7 +37,10 @@ export class RestoreUpload {
         if (failure) throw failure;
       })
       .catch((err: unknown) => {
-        this.#failure ??= err instanceof BackupError ? err : restoreFailed(this.stream, (err as Error).message);
+        this.#failure ??=
+          err instanceof BackupError
+            ? err
+            : noAnswer(this.stream, `a chunk within ${this.opts.chunkTimeoutMs / 1000}s`, err);
       })
       .finally(() => this.#inFlight.delete(sent));
     this.#inFlight.add(sent);
@@ -55,7 +58,7 @@ export class RestoreUpload {
       const reply = await this.nc.request(this.deliver, new Uint8Array(0), { timeout: this.opts.finishTimeoutMs });
       text = reply.string();
     } catch (err) {
-      throw restoreFailed(this.stream, `no answer to the final chunk: ${(err as Error).message}`);
+      throw noAnswer(this.stream, "the final chunk", err);
     }
     const failure = replyError(this.stream, text);
     if (failure) throw failure;
@@ -111,6 +114,15 @@ function replyError(stream: string, text: string): BackupError | null {
     if (parsed.error) return restoreFailed(stream, parsed.error.description ?? text, parsed.error.code);
   }
   return null;
+}
+
+/** The server did not answer (restarted, connection lost, overloaded): 503, as for any JetStream silence. */
+function noAnswer(stream: string, what: string, err: unknown): BackupError {
+  return new BackupError(
+    ErrorCode.Unavailable,
+    `restore of stream ${stream} failed: the server did not answer ${what} (${(err as Error).message}); server restarted or connection lost?`,
+    { cause: err },
+  );
 }
 
 function restoreFailed(stream: string, why: string, code: number = ErrorCode.Internal): BackupError {
