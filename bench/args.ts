@@ -1,0 +1,120 @@
+/** Command line of `npm run bench`. */
+import { parseArgs } from "node:util";
+import type { PayloadKind } from "./fill.ts";
+import type { ServiceKind } from "./service-proc.ts";
+
+export const Ops = ["snapshot", "backup", "restore-raw", "restore-svc"] as const;
+export type Op = (typeof Ops)[number];
+
+export interface BenchArgs {
+  sizeMB: number;
+  rounds: number;
+  /** Rounds run first and left out of the figures (JIT, page cache, the server's write-back after the build). */
+  warmup: number;
+  payloads: PayloadKind[];
+  /** chunk_size in the service's backup request; undefined: the service's default. */
+  chunkSize?: number;
+  /** chunk_size of the raw (CLI-style) snapshot. */
+  rawChunkSize: number;
+  ops: Op[];
+  sampler: boolean;
+  /** bin: `node bin/nats-backup.js serve`; child: bench/service-child.ts (needed by --profile, --no-async-traces). */
+  service: ServiceKind;
+  /** Per-operation CPU profiles of the service (child only). */
+  profile: boolean;
+  /** The service's connection with noAsyncTraces (child only). */
+  noAsyncTraces: boolean;
+  publishWindow: number;
+  /** Before each operation, wait (up to 30 s) until the machine is this % idle; 0: don't. */
+  waitIdle: number;
+  out?: string;
+}
+
+export const usage = `npm run bench -- [options]
+
+  --size MB            payload per stream in MiB, as 1 KiB messages   [256]
+  --rounds N           rounds; each runs every operation once per payload [3]
+  --warmup N           extra rounds run first and left out of the figures [1]
+  --payload KIND       random | compressible | both                   [both]
+  --chunk-size BYTES   chunk_size in the service's backup request (e.g. 131072, 128k, 1m) [service default]
+  --raw-chunk-size B   chunk_size of the CLI-style raw snapshot        [128k]
+  --ops LIST           subset of ${Ops.join(",")}                      [all]
+  --no-sampler         no ping/list latency sampler during the service's backup
+  --service KIND       bin: node bin/nats-backup.js serve (through tsx); child: bench/service-child.ts;
+                       bundle: src/cli/main.ts bundled by esbuild, run by plain node [bin]
+  --profile            a CPU profile of the service per backup and restore (implies --service child;
+                       profiles in bench/results/prof-<timestamp>/, summaries on stdout)
+  --no-async-traces    connect the service with noAsyncTraces (implies --service child)
+  --publish-window N   JetStream publishes in flight while building streams [2000]
+  --wait-idle PCT      before each operation wait (≤ 30 s) until the machine's CPUs are PCT% idle; 0: no [60]
+  --out FILE           results JSON                                   [bench/results/<timestamp>.json]
+`;
+
+function bytes(flag: string, text: string): number {
+  const m = /^(\d+)\s*([kKmM]?)(i?[bB])?$/.exec(text.trim());
+  if (!m) throw new Error(`${flag} takes a byte count (131072, 128k, 1m), not ${JSON.stringify(text)}`);
+  const unit = (m[2] ?? "").toLowerCase();
+  return Number(m[1]) * (unit === "k" ? 1024 : unit === "m" ? 1024 * 1024 : 1);
+}
+
+function positive(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag} takes a positive whole number, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+function whole(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} takes a whole number, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+export function parseBenchArgs(argv: string[]): BenchArgs | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      size: { type: "string" },
+      rounds: { type: "string" },
+      warmup: { type: "string" },
+      payload: { type: "string" },
+      "chunk-size": { type: "string" },
+      "raw-chunk-size": { type: "string" },
+      ops: { type: "string" },
+      "no-sampler": { type: "boolean" },
+      service: { type: "string" },
+      profile: { type: "boolean" },
+      "no-async-traces": { type: "boolean" },
+      "publish-window": { type: "string" },
+      out: { type: "string" },
+      "wait-idle": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return null;
+  const payload = values.payload ?? "both";
+  if (values.service && !["bin", "child", "bundle"].includes(values.service)) throw new Error("--service is bin, child or bundle");
+  if ((values.profile || values["no-async-traces"]) && values.service && values.service !== "child") {
+    throw new Error("--profile and --no-async-traces need --service child");
+  }
+  if (!["random", "compressible", "both"].includes(payload)) throw new Error(`--payload is random, compressible or both`);
+  const ops = values.ops ? values.ops.split(",").map((s) => s.trim()) : [...Ops];
+  for (const op of ops) if (!(Ops as readonly string[]).includes(op)) throw new Error(`unknown op ${op}; ops are ${Ops.join(",")}`);
+  if (ops.includes("restore-raw") && !ops.includes("snapshot")) throw new Error("restore-raw needs snapshot");
+  if (ops.includes("restore-svc") && !ops.includes("backup")) throw new Error("restore-svc needs backup");
+  return {
+    sizeMB: values.size ? positive("--size", values.size) : 256,
+    rounds: values.rounds ? positive("--rounds", values.rounds) : 3,
+    warmup: values.warmup !== undefined ? whole("--warmup", values.warmup) : 1,
+    payloads: payload === "both" ? ["random", "compressible"] : [payload as PayloadKind],
+    ...(values["chunk-size"] ? { chunkSize: bytes("--chunk-size", values["chunk-size"]) } : {}),
+    rawChunkSize: values["raw-chunk-size"] ? bytes("--raw-chunk-size", values["raw-chunk-size"]) : 128 * 1024,
+    ops: Ops.filter((op) => ops.includes(op)),
+    sampler: !values["no-sampler"],
+    service: values.profile || values["no-async-traces"] ? "child" : ((values.service ?? "bin") as ServiceKind),
+    profile: values.profile ?? false,
+    noAsyncTraces: values["no-async-traces"] ?? false,
+    publishWindow: values["publish-window"] ? positive("--publish-window", values["publish-window"]) : 2000,
+    waitIdle: values["wait-idle"] !== undefined ? whole("--wait-idle", values["wait-idle"]) : 60,
+    ...(values.out ? { out: values.out } : {}),
+  };
+}

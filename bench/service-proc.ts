@@ -1,0 +1,103 @@
+/**
+ * The backup service as a child process (`node bin/nats-backup.js serve`), so its memory and CPU
+ * are its own. Stopped by its own PID.
+ */
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { NatsConnection } from "@nats-io/nats-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+export type ServiceKind = "bin" | "child" | "bundle";
+
+/**
+ * src/cli/main.ts bundled into one plain JS file with esbuild (the one tsx brings), so the
+ * service runs without tsx's loader: the same code, for comparing memory and CPU.
+ */
+export function bundleCli(outDir: string): string {
+  const out = join(outDir, "nats-backup.bundle.mjs");
+  execFileSync(
+    join(root, "node_modules", ".bin", "esbuild"),
+    [
+      join(root, "src", "cli", "main.ts"),
+      "--bundle",
+      "--platform=node",
+      "--format=esm",
+      "--target=node20",
+      `--outfile=${out}`,
+      "--log-level=warning",
+      // CommonJS dependencies (pino) call require(): give the ESM bundle one.
+      "--banner:js=import{createRequire as __bench_cr}from'module';const require=__bench_cr(import.meta.url);",
+    ],
+    { cwd: root, stdio: ["ignore", "inherit", "inherit"] },
+  );
+  return out;
+}
+
+export class ServiceProcess {
+  #log = "";
+  private constructor(readonly proc: ChildProcess) {}
+
+  get pid(): number {
+    return this.proc.pid as number;
+  }
+  get log(): string {
+    return this.#log;
+  }
+  get alive(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /**
+   * Starts it and waits until it answers `$SRV.PING.backup`: `bin` is `nats-backup serve`, `child`
+   * is bench/service-child.ts with `childArgs`.
+   */
+  static async start(
+    nc: NatsConnection,
+    url: string,
+    opts: { kind: ServiceKind; childArgs?: string[]; buildDir?: string } = { kind: "bin" },
+  ): Promise<ServiceProcess> {
+    const serveArgs = ["serve", "--server", url, "--log-level", "warn", "--shutdown-grace", "2"];
+    const argv =
+      opts.kind === "bin"
+        ? [join(root, "bin", "nats-backup.js"), ...serveArgs]
+        : opts.kind === "bundle"
+          ? [bundleCli(opts.buildDir ?? root), ...serveArgs]
+          : ["--import", "tsx", join(root, "bench", "service-child.ts"), "--server", url, ...(opts.childArgs ?? [])];
+    const proc = spawn(process.execPath, argv, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const svc = new ServiceProcess(proc);
+    const keep = (chunk: Buffer) => {
+      svc.#log = (svc.#log + chunk.toString()).slice(-20_000);
+    };
+    proc.stdout!.on("data", keep);
+    proc.stderr!.on("data", keep);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (!svc.alive) throw new Error(`the backup service exited with ${proc.exitCode ?? proc.signalCode}:\n${svc.#log}`);
+      try {
+        await nc.request("$SRV.PING.backup", "", { timeout: 500 });
+        return svc;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await svc.stop();
+    throw new Error(`the backup service did not answer $SRV.PING.backup within 30s:\n${svc.#log}`);
+  }
+
+  /** SIGTERM (it stops its service and drains), SIGKILL after `graceMs`. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (!this.alive) return;
+    const exited = new Promise<void>((resolve) => this.proc.once("exit", () => resolve()));
+    this.proc.kill("SIGTERM");
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Synchronous last resort (process exit handlers). */
+  killNow(): void {
+    if (this.alive) this.proc.kill("SIGKILL");
+  }
+}
