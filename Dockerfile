@@ -1,10 +1,9 @@
 FROM node:20-slim
 WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY src ./src
-COPY tsconfig.json ./
+RUN npm ci && npm run build && npm prune --omit=dev
 USER node
 ENTRYPOINT ["node", "bin/nats-backup.js"]
 CMD ["serve"]

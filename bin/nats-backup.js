@@ -1,6 +1,10 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources through tsx, so the package needs no build step.
-import { register } from "tsx/esm/api";
+// The built CLI (npm run build writes dist/; npm start and npm test build first).
+import { existsSync } from "node:fs";
 
-register();
-await import("../src/cli/main.ts");
+const main = new URL("../dist/cli/main.js", import.meta.url);
+if (!existsSync(main)) {
+  console.error("nats-backup: dist/ is missing; run `npm run build` first");
+  process.exit(1);
+}
+await import(main.href);

@@ -1,11 +1,11 @@
 /** `nats-backup`: the command line. `serve` runs the service against NATS_URL. */
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import pkg from "../../package.json" with { type: "json" };
+import { packageVersion } from "../version.ts";
 import { Defaults, startBackupService } from "../service/service.ts";
 import { connectNats } from "./connect.ts";
 
-const usage = `nats-backup ${pkg.version}: JetStream backup and restore as a NATS micro service
+const usage = `nats-backup ${packageVersion}: JetStream backup and restore as a NATS micro service
 
 Usage: nats-backup serve [options]
 
@@ -45,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   if (values.version) {
-    console.log(pkg.version);
+    console.log(packageVersion);
     return 0;
   }
   const [command] = positionals;

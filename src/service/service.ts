@@ -5,7 +5,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service } from "@nats-io/services";
 import { pino, type Logger } from "pino";
-import pkg from "../../package.json" with { type: "json" };
+import { packageVersion } from "../version.ts";
 import { Catalogue } from "../catalogue/catalogue.ts";
 import { DefaultTuning, type Tuning } from "../jobs/context.ts";
 import { JobStore } from "../jobs/job-store.ts";
@@ -74,7 +74,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const stats = new EndpointStats();
   const service = await new Svcm(nc).add({
     name: ServiceName,
-    version: pkg.version,
+    version: packageVersion,
     description: "Backup and restore of JetStream streams into an object store bucket",
     queue: QueueGroup,
     metadata: { bucket },
@@ -97,7 +97,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   }
   await nc.flush(); // the endpoints are subscribed on the server before we say we started
   sweeper.start();
-  log.info({ id, bucket, version: pkg.version }, "backup service started");
+  log.info({ id, bucket, version: packageVersion }, "backup service started");
 
   let stopped: Promise<void> | undefined;
   return {
