@@ -6,6 +6,7 @@
 import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
+import { PipelinedRequests } from "../flow/pipelined-requests.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
 import {
   ObjectDigest,
@@ -32,6 +33,7 @@ export class ObjectWriter {
   #inFlight = new Set<Promise<void>>();
   #inFlightBytes = 0;
   #failure: Error | null = null;
+  readonly #requests: PipelinedRequests;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -39,7 +41,9 @@ export class ObjectWriter {
     readonly bucket: string,
     readonly name: string,
     private readonly opts: ObjectWriterOptions,
-  ) {}
+  ) {
+    this.#requests = new PipelinedRequests(nc, opts.timeoutMs ?? 10_000);
+  }
 
   get size(): number {
     return this.#size;
@@ -64,12 +68,15 @@ export class ObjectWriter {
     this.#size += chunk.length;
     this.#chunks++;
     this.#inFlightBytes += chunk.length;
-    const stored = this.js
-      .publish(chunkSubject(this.bucket, this.nuid), chunk, {
-        expect: { streamName: streamOf(this.bucket) },
-        timeout: this.opts.timeoutMs ?? 10_000,
+    // The bucket's stream owns `$O.<bucket>.C.>` (streams cannot overlap), so no expected-stream
+    // header is needed, and a chunk may be as large as max_payload.
+    const stored = this.#requests
+      .request(chunkSubject(this.bucket, this.nuid), chunk)
+      .then((reply) => {
+        const ack = JSON.parse(reply.string()) as { error?: { description?: string } };
+        if (ack.error) throw new Error(ack.error.description ?? "the stream refused the chunk");
+        onStored?.();
       })
-      .then(() => onStored?.())
       .catch((err: unknown) => {
         this.#failure ??= new BackupError(
           ErrorCode.Unavailable,
@@ -89,6 +96,7 @@ export class ObjectWriter {
   /** Waits for every chunk, checks the stream holds them all, then publishes the metadata. */
   async finish(): Promise<ObjectMetaRecord> {
     await Promise.all(this.#inFlight);
+    this.#requests.close();
     this.#throwIfFailed();
     await this.#checkStored();
     const meta: ObjectMetaRecord = {
@@ -117,6 +125,7 @@ export class ObjectWriter {
   /** Removes whatever chunks were stored. The object never became visible. */
   async abort(): Promise<void> {
     await Promise.allSettled(this.#inFlight);
+    this.#requests.close();
     await purgeChunks(this.nc, this.bucket, this.nuid);
   }
 

@@ -5,6 +5,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
+import { PipelinedRequests } from "../flow/pipelined-requests.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "./jsapi.ts";
 
 export interface RestoreUploadOptions {
@@ -19,19 +20,22 @@ export class RestoreUpload {
   #inFlight = new Set<Promise<void>>();
   #failure: BackupError | null = null;
   #done = false;
+  readonly #requests: PipelinedRequests;
 
   constructor(
     private readonly nc: NatsConnection,
     readonly stream: string,
     private readonly deliver: string,
     private readonly opts: Required<RestoreUploadOptions>,
-  ) {}
+  ) {
+    this.#requests = new PipelinedRequests(nc, opts.chunkTimeoutMs);
+  }
 
   /** Sends one chunk; resolves when the window has room for the next. */
   async write(chunk: Uint8Array): Promise<void> {
     this.#throwIfFailed();
-    const sent = this.nc
-      .request(this.deliver, chunk, { timeout: this.opts.chunkTimeoutMs })
+    const sent = this.#requests
+      .request(this.deliver, chunk)
       .then((reply) => {
         const failure = replyError(this.stream, reply.string());
         if (failure) throw failure;
@@ -51,6 +55,7 @@ export class RestoreUpload {
   /** Waits for every chunk, then has the server build the stream. Returns the stream-create response text. */
   async finish(): Promise<string> {
     await Promise.all(this.#inFlight);
+    this.#requests.close();
     this.#throwIfFailed();
     this.#done = true;
     let text: string;
@@ -67,6 +72,7 @@ export class RestoreUpload {
 
   /** Tells the server to drop the upload: a chunk without a reply subject aborts a restore. */
   abort(): void {
+    this.#requests.close();
     if (this.#done) return;
     this.#done = true;
     this.nc.publish(this.deliver, new TextEncoder().encode("abort"));
