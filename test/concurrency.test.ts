@@ -256,7 +256,7 @@ describe("two instances, many requests at once", { timeout: 900_000 }, () => {
     await stopAllServices();
     // ~20 MB in 4 KiB chunks with 16 KiB in flight: the first job runs for seconds.
     await makeStream(nc, "SLOW", { messages: 1500, consumers: false });
-    const one = await ServiceProcess.start(server.url, { ...Options, maxJobs: 1, tuning: { storeWindowBytes: 16 * 1024 } });
+    const one = await ServiceProcess.start(server.url, { ...Options, maxJobs: 1 });
     const first = await request<JobStarted>(nc, "$BACKUP.stream.SLOW", { chunk_size: 4096 });
     assert.equal(first.errorCode, null, first.raw);
     const second = await request(nc, "$BACKUP.stream.S1", { wait: true });

@@ -37,8 +37,7 @@ const Options: ChildServiceOptions = {
   lockTtlMs: 3_000,
   // staleJobMs only matters for live instances (a dead one fails its pings); kept well above the 1 s refresh.
   sweep: { intervalMs: 500, orphanMinAgeMs: 1_000, staleJobMs: 10_000 },
-  tuning: { storeWindowBytes: 128 * 1024 },
-  shutdownGraceMs: 2_000,
+    shutdownGraceMs: 2_000,
 };
 
 type KillPoint =

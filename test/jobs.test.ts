@@ -22,7 +22,7 @@ describe("jobs", () => {
     serviceNc = await server.connect();
     nc = await server.connect();
     // A narrow store window and 4 KiB chunks make a ~30 MB backup take a while.
-    svc = await startService(serviceNc, { tuning: { storeWindowBytes: 64 * 1024 } });
+    svc = await startService(serviceNc);
     await makeStream(nc, "BIG", { messages: 2300, consumers: false });
   });
   after(async () => {

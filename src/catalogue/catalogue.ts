@@ -9,7 +9,7 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
-import { ObjectWriter, purgeChunks, type ObjectWriterOptions } from "./object-writer.ts";
+import { ArchiveUpload, purgeChunks } from "./archive-upload.ts";
 import { readObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
@@ -60,8 +60,9 @@ export class Catalogue {
     return new TextDecoder().decode(bytes);
   }
 
-  archiveWriter(id: string, opts: ObjectWriterOptions): ObjectWriter {
-    return new ObjectWriter(this.nc, this.js, this.bucket, objectNames(id).archive, opts);
+  /** An archive the server writes into the bucket by delivering its snapshot to `upload.subject`. */
+  archiveUpload(id: string, maxChunkSize: number): ArchiveUpload {
+    return new ArchiveUpload(this.nc, this.js, this.bucket, objectNames(id).archive, maxChunkSize);
   }
 
   async archiveInfo(id: string): Promise<ObjectInfo> {
@@ -176,8 +177,8 @@ export class Catalogue {
   }
 
   /** Drops the pieces of a backup that never completed: chunks of an unfinished upload, and any object already written. */
-  async discard(id: string, writer?: ObjectWriter): Promise<void> {
-    if (writer) await writer.abort();
+  async discard(id: string, upload?: ArchiveUpload): Promise<void> {
+    if (upload) await upload.abort();
     const names = objectNames(id);
     for (const name of [names.archive, names.config]) {
       const info = await this.store.info(name);

@@ -35,6 +35,7 @@ export async function* readObject(
       for await (const msg of batch) {
         received++;
         chunks++;
+        if (msg.data.length === 0) continue; // a snapshot's end message, stored with the archive
         size += msg.data.length;
         digest.update(msg.data);
         yield msg.data;

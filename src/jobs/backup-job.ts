@@ -1,7 +1,6 @@
 /** A stream backup: the server's snapshot streamed into the bucket, then checked and committed. */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { objectNames } from "../catalogue/catalogue.ts";
-import type { ObjectWriter } from "../catalogue/object-writer.ts";
 import { BackupError } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
@@ -20,7 +19,9 @@ export async function backupStream(
   const consumers = req.consumers ? await consumerNames(nc, stream) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
   const created = new Date().toISOString();
+  const upload = catalogue.archiveUpload(job.id, chunkSize);
   const snapshot = await openSnapshot(nc, stream, {
+    deliverSubject: upload.subject,
     chunkSize,
     consumers: req.consumers,
     check: req.check,
@@ -30,17 +31,15 @@ export async function backupStream(
   const onAbort = () => snapshot.cancel(BackupError.from(job.signal.reason));
   job.signal.addEventListener("abort", onAbort, { once: true });
 
-  let writer: ObjectWriter | undefined;
   try {
     await catalogue.putConfig(job.id, snapshot.backupJson);
-    writer = catalogue.archiveWriter(job.id, { maxChunkSize: chunkSize, windowBytes: ctx.tuning.storeWindowBytes });
     for await (const chunk of snapshot) {
-      await writer.write(chunk.data, chunk.ack);
-      job.progress(writer.size, writer.chunks);
+      upload.observe(chunk);
+      job.progress(upload.size, upload.chunks);
     }
     if (job.signal.aborted) throw BackupError.from(job.signal.reason);
-    const archive = await writer.finish();
-    job.progress(archive.size, archive.chunks);
+    const archive = await upload.finish(snapshot.messages);
+    job.progress(archive.size, upload.chunks);
     const info = nc.info;
     const manifest: BackupManifest = {
       type: "io.nats.backup.v1.manifest",
@@ -66,7 +65,9 @@ export async function backupStream(
     return manifest;
   } catch (err) {
     snapshot.cancel(BackupError.from(err));
-    await catalogue.discard(job.id, writer).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+    // The server goes on storing chunks until its snapshot ends: remove them after that.
+    await snapshot.settled(ctx.tuning.snapshotIdleMs);
+    await catalogue.discard(job.id, upload).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
     throw err;
   } finally {
     job.signal.removeEventListener("abort", onAbort);

@@ -7,8 +7,6 @@ import { KiB, MiB } from "../protocol/schemas.ts";
 export interface Tuning {
   /** Snapshot chunk size asked of the server when the request names none. */
   chunkSize: number;
-  /** Bytes published to the bucket and not yet acknowledged, per backup. */
-  storeWindowBytes: number;
   /** Restore chunks awaiting the server's answer, per restore. */
   restoreWindow: number;
   /** Bytes read ahead from the bucket, per restore. */
@@ -19,7 +17,6 @@ export interface Tuning {
 
 export const DefaultTuning: Tuning = {
   chunkSize: 256 * KiB,
-  storeWindowBytes: 8 * MiB,
   restoreWindow: 8,
   readBudgetBytes: 8 * MiB,
   snapshotIdleMs: 15_000,

@@ -1,25 +1,24 @@
 /**
- * The server's side of a backup: `$JS.API.STREAM.SNAPSHOT.<stream>` and the chunks it pushes.
- * Chunks are yielded in order; each must be acked once it is safely stored, and those acks
- * are the server's flow control (enforced from 2.14, advisory on 2.9).
+ * The server's side of a backup: `$JS.API.STREAM.SNAPSHOT.<stream>` and the chunks it sends.
+ * The chunks go to a deliver subject the caller chose; when that subject belongs to a stream
+ * (the bucket's chunk subject), the stream stores each chunk and its publish ack is the ack the
+ * snapshot's flow control waits for. This side watches the same subject: it yields each chunk in
+ * order, notices the end (2.9: an empty message; 2.10+: an empty message with a status, 204 on
+ * success, 408/500 on failure) and fails when the server goes quiet.
  */
-import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "./jsapi.ts";
 import { rawMembers } from "./raw-json.ts";
 
 export interface SnapshotOptions {
+  /** Where the server sends the chunks. */
+  deliverSubject: string;
   chunkSize: number;
   consumers: boolean;
   check: boolean;
   /** Fail when the server sends nothing for this long. */
   idleTimeoutMs?: number;
-}
-
-export interface SnapshotChunk {
-  readonly data: Uint8Array;
-  /** Tells the server this chunk is stored. */
-  ack(): void;
 }
 
 /** What the server says of the stream when it starts a snapshot. */
@@ -31,19 +30,20 @@ export interface StreamStateSummary {
   consumer_count: number;
 }
 
-export class StreamSnapshot implements AsyncIterable<SnapshotChunk> {
+export class StreamSnapshot implements AsyncIterable<Uint8Array> {
   /** `{"config":…,"state":…}` exactly as the server sent them: the nats CLI's backup.json. */
   readonly backupJson: string;
   readonly state: StreamStateSummary;
-  #queue: Msg[] = [];
+  #queue: Uint8Array[] = [];
   #queuedBytes = 0;
-  #ended = false;
+  #messages = 0;
+  #serverDone = false;
   #failure: Error | null = null;
   #wake: (() => void) | null = null;
+  #onServerDone: (() => void)[] = [];
   #idleTimer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly nc: NatsConnection,
     private readonly sub: Subscription,
     readonly stream: string,
     response: string,
@@ -65,64 +65,88 @@ export class StreamSnapshot implements AsyncIterable<SnapshotChunk> {
     this.#armIdleTimer();
   }
 
-  /** Bytes received from the server and not yet taken by the reader. */
+  /** Every message the server sent on the deliver subject so far, the end message included. */
+  get messages(): number {
+    return this.#messages;
+  }
+
+  /** The server has sent its last message (or went quiet). */
+  get serverDone(): boolean {
+    return this.#serverDone;
+  }
+
+  /** Bytes received and not yet taken by the reader. */
   get queuedBytes(): number {
     return this.#queuedBytes;
   }
 
   /** Called by the subscription for every message on the deliver subject. */
   receive(msg: Msg): void {
-    if (this.#ended) return;
+    if (this.#serverDone) return;
+    this.#messages++;
     this.#armIdleTimer();
-    if (msg.data.length === 0) {
-      // The end: 2.9 sends no headers; 2.10+ a status, 204 on success.
-      const status = msg.headers?.code ?? 0;
-      if (status !== 0 && status !== 204) {
-        const text = msg.headers?.description || "snapshot failed";
-        this.#end(new BackupError(ErrorCode.Internal, `server ended the snapshot of ${this.stream} with ${status} ${text}`));
-      } else {
-        this.#end(null);
-      }
+    if (msg.data.length > 0) {
+      if (this.#failure) return;
+      this.#queue.push(msg.data);
+      this.#queuedBytes += msg.data.length;
+      this.#notify();
       return;
     }
-    this.#queue.push(msg);
-    this.#queuedBytes += msg.data.length;
-    this.#notify();
+    // The end: 2.9 sends no headers; 2.10+ a status, 204 on success.
+    const status = msg.headers?.code ?? 0;
+    if (status !== 0 && status !== 204) {
+      const text = msg.headers?.description || "snapshot failed";
+      this.#fail(new BackupError(ErrorCode.Internal, `server ended the snapshot of ${this.stream} with ${status} ${text}`));
+    }
+    this.#finishServer();
   }
 
-  /** Stops reading; chunks not yet yielded are dropped. */
+  /** Stops yielding chunks; the subscription stays until the server ends (see `settled`). */
   cancel(reason: Error): void {
-    this.#end(reason);
+    this.#fail(reason);
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<SnapshotChunk> {
-    const nc = this.nc;
+  /** Resolves when the server has sent its last message, or after `timeoutMs`; then stops listening. */
+  async settled(timeoutMs: number): Promise<void> {
+    if (!this.#serverDone) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.#onServerDone.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    this.#finishServer();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     while (true) {
-      const msg = this.#queue.shift();
-      if (msg) {
-        this.#queuedBytes -= msg.data.length;
-        const reply = msg.reply;
-        yield { data: msg.data, ack: () => reply && nc.publish(reply) };
+      if (this.#failure) throw this.#failure;
+      const chunk = this.#queue.shift();
+      if (chunk) {
+        this.#queuedBytes -= chunk.length;
+        yield chunk;
         continue;
       }
-      if (this.#ended) {
-        if (this.#failure) throw this.#failure;
-        return;
-      }
+      if (this.#serverDone) return;
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
 
-  #end(failure: Error | null): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#failure = failure;
-    if (failure) {
-      this.#queue = [];
-      this.#queuedBytes = 0;
-    }
+  #fail(failure: Error): void {
+    this.#failure ??= failure;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#notify();
+  }
+
+  #finishServer(): void {
+    if (this.#serverDone) return;
+    this.#serverDone = true;
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     this.sub.unsubscribe();
+    for (const done of this.#onServerDone.splice(0)) done();
     this.#notify();
   }
 
@@ -135,12 +159,13 @@ export class StreamSnapshot implements AsyncIterable<SnapshotChunk> {
   #armIdleTimer(): void {
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     this.#idleTimer = setTimeout(() => {
-      this.#end(
+      this.#fail(
         new BackupError(
           ErrorCode.Unavailable,
           `the server sent no snapshot data for stream ${this.stream} for ${this.idleTimeoutMs / 1000}s (server restarted or connection lost?)`,
         ),
       );
+      this.#finishServer();
     }, this.idleTimeoutMs);
     this.#idleTimer.unref();
   }
@@ -151,19 +176,19 @@ export class StreamSnapshot implements AsyncIterable<SnapshotChunk> {
  * errors at the start (no such stream, a snapshot already running, memory storage) reject.
  */
 export async function openSnapshot(nc: NatsConnection, stream: string, opts: SnapshotOptions): Promise<StreamSnapshot> {
-  const deliver = createInbox();
   let snapshot: StreamSnapshot | null = null;
   const early: Msg[] = [];
   // Subscribe before asking: the server waits only briefly for interest on the deliver subject.
-  const sub = nc.subscribe(deliver, {
+  const sub = nc.subscribe(opts.deliverSubject, {
     callback: (err, msg) => {
       if (err) snapshot?.cancel(err);
       else if (snapshot) snapshot.receive(msg);
       else early.push(msg);
     },
   });
+  await nc.flush();
   const request = JSON.stringify({
-    deliver_subject: deliver,
+    deliver_subject: opts.deliverSubject,
     chunk_size: opts.chunkSize,
     no_consumers: !opts.consumers,
     jsck: opts.check,
@@ -176,9 +201,13 @@ export async function openSnapshot(nc: NatsConnection, stream: string, opts: Sna
     sub.unsubscribe();
     throw describeSnapshotError(stream, err);
   }
-  snapshot = new StreamSnapshot(nc, sub, stream, response, opts.idleTimeoutMs ?? 15_000);
+  snapshot = new StreamSnapshot(sub, stream, response, opts.idleTimeoutMs ?? 15_000);
   for (const msg of early) snapshot.receive(msg);
-  void sub.closed.then(() => snapshot?.cancel(new BackupError(ErrorCode.Unavailable, "the NATS connection closed during the snapshot")));
+  void sub.closed.then(() => {
+    if (snapshot && !snapshot.serverDone) {
+      snapshot.cancel(new BackupError(ErrorCode.Unavailable, "the NATS connection closed during the snapshot"));
+    }
+  });
   return snapshot;
 }
 

@@ -1,0 +1,98 @@
+/**
+ * The archive of a backup, written into the bucket by the server itself: the snapshot's deliver
+ * subject is the object's chunk subject, so the bucket's stream stores every chunk as the server
+ * sends it, and its publish acks are the acks the snapshot's flow control waits for. The
+ * service only observes the chunks (to hash and count them) and, once the stream is seen to hold
+ * all of them, writes the metadata that makes the object visible.
+ */
+import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
+import { jsApiRequest } from "../snapshot/jsapi.ts";
+import { ObjectDigest, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+
+export class ArchiveUpload {
+  readonly nuid = nuid.next();
+  readonly subject: string;
+  #size = 0;
+  #chunks = 0;
+  #digest = new ObjectDigest();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    readonly bucket: string,
+    readonly name: string,
+    private readonly maxChunkSize: number,
+  ) {
+    this.subject = chunkSubject(bucket, this.nuid);
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+  get chunks(): number {
+    return this.#chunks;
+  }
+
+  /** A chunk the server delivered (and the stream stored). */
+  observe(chunk: Uint8Array): void {
+    this.#digest.update(chunk);
+    this.#size += chunk.length;
+    this.#chunks++;
+  }
+
+  /**
+   * Checks that the stream holds every message the server sent on the subject (the chunks and the
+   * snapshot's empty end message, which readers skip), then publishes the metadata.
+   */
+  async finish(messagesSent: number): Promise<ObjectMetaRecord> {
+    const stored = await this.#storedAtLeast(messagesSent);
+    if (stored !== messagesSent) {
+      throw new BackupError(
+        ErrorCode.Internal,
+        `bucket ${this.bucket} holds ${stored} of the ${messagesSent} messages the server sent for ${this.name} (is the bucket full?)`,
+      );
+    }
+    const meta: ObjectMetaRecord = {
+      name: this.name,
+      description: "",
+      options: { max_chunk_size: this.maxChunkSize },
+      bucket: this.bucket,
+      nuid: this.nuid,
+      size: this.#size,
+      chunks: stored,
+      mtime: new Date().toISOString(),
+      digest: this.#digest.digest(),
+      deleted: false,
+    };
+    const h = headers();
+    h.set("Nats-Rollup", "sub");
+    await this.js.publish(metaSubject(this.bucket, this.name), JSON.stringify(meta), { headers: h, timeout: 10_000 });
+    return meta;
+  }
+
+  /** Removes what the stream stored for this upload. The object never became visible. */
+  async abort(): Promise<void> {
+    await purgeChunks(this.nc, this.bucket, this.nuid);
+  }
+
+  /** The stream stores what it is sent a little after we see it: wait, within bounds, for the count. */
+  async #storedAtLeast(expected: number, timeoutMs = 10_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const stored = await this.#stored();
+      if (stored >= expected || Date.now() > deadline) return stored;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async #stored(): Promise<number> {
+    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: this.subject }));
+    return (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects?.[this.subject] ?? 0;
+  }
+}
+
+export async function purgeChunks(nc: NatsConnection, bucket: string, id: string): Promise<void> {
+  await jsApiRequest(nc, `STREAM.PURGE.${streamOf(bucket)}`, JSON.stringify({ filter: chunkSubject(bucket, id) }));
+}
