@@ -43,8 +43,9 @@ export class ArchiveUpload {
   }
 
   /**
-   * Checks that the stream holds every message the server sent on the subject (the chunks and the
-   * snapshot's empty end message, which readers skip), then publishes the metadata.
+   * Checks that the stream holds every message the server sent on the subject, removes the
+   * snapshot's empty end message (a restore would take it for its own end), then publishes the
+   * metadata.
    */
   async finish(messagesSent: number): Promise<ObjectMetaRecord> {
     const stored = await this.#storedAtLeast(messagesSent);
@@ -54,6 +55,7 @@ export class ArchiveUpload {
         `bucket ${this.bucket} holds ${stored} of the ${messagesSent} messages the server sent for ${this.name} (is the bucket full?)`,
       );
     }
+    await this.#removeEndMessage();
     const meta: ObjectMetaRecord = {
       name: this.name,
       description: "",
@@ -61,7 +63,7 @@ export class ArchiveUpload {
       bucket: this.bucket,
       nuid: this.nuid,
       size: this.#size,
-      chunks: stored,
+      chunks: stored - 1,
       mtime: new Date().toISOString(),
       digest: this.#digest.digest(),
       deleted: false,
@@ -75,6 +77,13 @@ export class ArchiveUpload {
   /** Removes what the stream stored for this upload. The object never became visible. */
   async abort(): Promise<void> {
     await purgeChunks(this.nc, this.bucket, this.nuid);
+  }
+
+  async #removeEndMessage(): Promise<void> {
+    const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
+    const last = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
+    if (last.data) throw new BackupError(ErrorCode.Internal, `the last message of ${this.name} is not the snapshot's end`);
+    await jsApiRequest(this.nc, `STREAM.MSG.DELETE.${streamOf(this.bucket)}`, JSON.stringify({ seq: last.seq, no_erase: true }));
   }
 
   /** The stream stores what it is sent a little after we see it: wait, within bounds, for the count. */

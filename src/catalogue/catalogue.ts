@@ -10,6 +10,7 @@ import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
 import { ArchiveUpload, purgeChunks } from "./archive-upload.ts";
+import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
 import { readObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
@@ -69,6 +70,11 @@ export class Catalogue {
     const info = await this.store.info(objectNames(id).archive);
     if (!info || info.deleted) throw BackupError.notFound(`backup ${id} has no stream.tar.s2 in bucket ${this.bucket}`);
     return info;
+  }
+
+  /** Has the bucket's stream deliver the archive to a restore's subject. */
+  deliverArchive(info: ObjectInfo, subject: string, opts: DeliveryOptions): Promise<ArchiveDelivery> {
+    return ArchiveDelivery.start(this.nc, info as unknown as ObjectMetaRecord, subject, opts);
   }
 
   readArchive(info: ObjectInfo, opts: ObjectReadOptions): AsyncGenerator<Uint8Array> {

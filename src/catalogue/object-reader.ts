@@ -8,6 +8,8 @@ import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { ObjectDigest, chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 
 const MaxFetchFailures = 3;
+/** A fetch that yields nothing for this long has lost its server (its own expiry is 5 s). */
+const FetchStallMs = 15_000;
 
 export interface ObjectReadOptions {
   /** Bytes fetched ahead of the reader at most. */
@@ -31,11 +33,13 @@ export async function* readObject(
   while (chunks < info.chunks) {
     let received = 0;
     try {
-      const batch = await consumer.fetch({ max_messages: Math.min(batchSize, info.chunks - chunks), expires: 5_000 });
-      for await (const msg of batch) {
+      const batch = await withDeadline(
+        consumer.fetch({ max_messages: Math.min(batchSize, info.chunks - chunks), expires: 5_000 }),
+        FetchStallMs,
+      );
+      for await (const msg of watched(batch, FetchStallMs, () => batch.stop())) {
         received++;
         chunks++;
-        if (msg.data.length === 0) continue; // a snapshot's end message, stored with the archive
         size += msg.data.length;
         digest.update(msg.data);
         yield msg.data;
@@ -63,4 +67,38 @@ export async function* readObject(
 
 function corrupt(info: { bucket: string; name: string }, why: string): BackupError {
   return new BackupError(ErrorCode.Internal, `object ${info.name} in bucket ${info.bucket} is damaged: ${why}`);
+}
+
+/** Yields what `source` yields; throws (after `stop`) when it yields nothing for `stallMs`. */
+export async function* watched<T>(source: AsyncIterable<T>, stallMs: number, stop: () => void): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  while (true) {
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        stop();
+        reject(new Error(`no chunk for ${stallMs / 1000}s`));
+      }, stallMs);
+    });
+    try {
+      const next = await Promise.race([it.next(), stalled]);
+      if (next.done) return;
+      yield next.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** `promise`, or a rejection after `ms` (an ordered consumer's reset can wait for a server that is gone). */
+async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer for ${ms / 1000}s`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

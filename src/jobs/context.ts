@@ -17,7 +17,7 @@ export interface Tuning {
 
 export const DefaultTuning: Tuning = {
   chunkSize: 256 * KiB,
-  restoreWindow: 8,
+  restoreWindow: 16,
   readBudgetBytes: 8 * MiB,
   snapshotIdleMs: 15_000,
 };

@@ -1,7 +1,8 @@
 /**
- * A stream restore: the backup's archive read from the bucket with bounded flow and sent to the
- * server's restore, its digest checked before the server is told to build the stream. A restore
- * that fails leaves no stream behind.
+ * A stream restore: the bucket's stream delivers the backup's archive straight to the server's
+ * restore (bounded chunks in flight, each acked by the restore's answer) while this process reads
+ * the same chunks with bounded flow to check the digest; only when both are done is the server
+ * told to build the stream. A restore that fails leaves no stream behind.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError } from "../protocol/errors.ts";
@@ -9,6 +10,8 @@ import type { RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts
 import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
+import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
+import { watched } from "../catalogue/object-reader.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -34,21 +37,39 @@ export async function restoreStream(
   }
   const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
 
-  const upload = await startRestore(nc, stream, request, { window: ctx.tuning.restoreWindow });
+  // The server builds the stream after the last chunk: about 1-4 s per GiB measured here; allow far more.
+  const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000);
   accepted();
+  let delivery: ArchiveDelivery | undefined;
   try {
-    let bytes = 0;
-    let chunks = 0;
     job.progress(0, 0, archive.size);
-    for await (const chunk of catalogue.readArchive(archive, { budgetBytes: ctx.tuning.readBudgetBytes })) {
-      if (job.signal.aborted) throw BackupError.from(job.signal.reason);
-      await upload.write(chunk);
-      bytes += chunk.length;
-      chunks++;
-      job.progress(bytes, chunks, archive.size);
-    }
+    delivery = await catalogue.deliverArchive(archive, session.deliverSubject, {
+      window: ctx.tuning.restoreWindow,
+      stallMs: ctx.tuning.snapshotIdleMs,
+    });
+    // The bucket delivers to the server while this process reads the same chunks to check the
+    // digest; both must finish before the server may build the stream.
+    const log = ctx.log.child({ job: job.id });
+    const both = Promise.all([
+      verifyArchive(
+        catalogue.readArchive(archive, { budgetBytes: ctx.tuning.readBudgetBytes }),
+        job.signal,
+        ctx.tuning.snapshotIdleMs + 15_000,
+      ).then(() =>
+        log.debug("archive digest checked"),
+      ),
+      delivery
+        .done((chunks) => {
+          job.progress(Math.round((archive.size * chunks) / Math.max(1, archive.chunks)), chunks, archive.size);
+        }, job.signal)
+        .then(() => log.debug("every chunk delivered and answered")),
+    ]);
+    both.catch(() => {}); // when the connection drops first, `both` may still reject later
+    await Promise.race([both, session.lost]);
+    log.debug("asking the server to build the stream");
+    await delivery.stop();
     // Only now, with the digest checked by the reader, may the server build the stream.
-    const created = JSON.parse(await upload.finish()) as {
+    const created = JSON.parse(await session.finish()) as {
       config?: { num_replicas?: number };
       state?: { messages?: number; bytes?: number; first_seq?: number; last_seq?: number; consumer_count?: number };
     };
@@ -65,11 +86,27 @@ export async function restoreStream(
       ...(warnings.length ? { warnings } : {}),
     };
   } catch (err) {
-    upload.abort();
+    await delivery?.stop();
+    session.abort();
     await removePartialStream(nc, stream).catch((e: unknown) =>
       ctx.log.error({ err: e, stream, job: job.id }, "could not remove a partly restored stream"),
     );
     throw err;
+  }
+}
+
+/**
+ * Reads the whole archive (bounded); the reader throws when its size or digest is not the
+ * recorded one. A read that stalls (its server gone) fails as 503.
+ */
+async function verifyArchive(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal, stallMs: number): Promise<void> {
+  try {
+    for await (const _chunk of watched(chunks, stallMs, () => {})) {
+      if (signal.aborted) throw BackupError.from(signal.reason);
+    }
+  } catch (err) {
+    if (err instanceof BackupError) throw err;
+    throw new BackupError(503, `reading the archive from the bucket failed: ${(err as Error).message}; server restarted or connection lost?`);
   }
 }
 

@@ -17,6 +17,16 @@ export interface ApiErrorBody {
   error: { code: number; description: string; err_code?: number };
 }
 
+/** Names of the NATS client's errors for a server that did not answer. */
+const Unanswered = new Set([
+  "TimeoutError",
+  "NoRespondersError",
+  "RequestError",
+  "ClosedConnectionError",
+  "DrainingConnectionError",
+  "ConnectionError",
+]);
+
 /** An error that is reported to the caller as is: a code and a description to act on. */
 export class BackupError extends Error {
   override readonly name = "BackupError";
@@ -47,10 +57,19 @@ export class BackupError extends Error {
     return new BackupError(ErrorCode.Conflict, description);
   }
 
-  /** Any thrown value as a BackupError; unknown errors become 500 with their message. */
+  /**
+   * Any thrown value as a BackupError: the client's errors for a server that did not answer
+   * (timeout, no responders, connection closed) are 503 and say so; anything else is 500.
+   */
   static from(err: unknown): BackupError {
     if (err instanceof BackupError) return err;
     const message = err instanceof Error ? err.message : String(err);
+    const name = err instanceof Error ? err.name : "";
+    if (Unanswered.has(name) || message === "timeout") {
+      return new BackupError(ErrorCode.Unavailable, `NATS did not answer (${message}): server restarted or connection lost?`, {
+        cause: err,
+      });
+    }
     return new BackupError(ErrorCode.Internal, message, { cause: err });
   }
 

@@ -1,69 +1,58 @@
 /**
- * The server's side of a restore: `$JS.API.STREAM.RESTORE.<stream>`, then the archive sent as
- * requests to the deliver subject the server names, several in flight, then an empty request
- * that makes the server build the stream.
+ * The server's side of a restore: `$JS.API.STREAM.RESTORE.<stream>` names a subject that takes
+ * the archive as requests (each answered once written), then an empty request that makes the
+ * server build the stream. Who sends the chunks is the caller's choice (the bucket delivers them
+ * itself, see catalogue/archive-delivery.ts); this side starts, finishes or aborts.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { PipelinedRequests } from "../flow/pipelined-requests.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "./jsapi.ts";
 
-export interface RestoreUploadOptions {
-  /** Chunks awaiting the server's answer at once. */
-  window: number;
-  chunkTimeoutMs?: number;
-  /** How long the server may take to build the stream after the last chunk. */
-  finishTimeoutMs?: number;
-}
-
-export class RestoreUpload {
-  #inFlight = new Set<Promise<void>>();
-  #failure: BackupError | null = null;
+export class RestoreSession {
   #done = false;
-  readonly #requests: PipelinedRequests;
+  readonly #lost: { promise: Promise<never>; stop: () => void };
 
   constructor(
     private readonly nc: NatsConnection,
     readonly stream: string,
-    private readonly deliver: string,
-    private readonly opts: Required<RestoreUploadOptions>,
+    /** Where the archive's chunks go. */
+    readonly deliverSubject: string,
+    private readonly finishTimeoutMs: number,
   ) {
-    this.#requests = new PipelinedRequests(nc, opts.chunkTimeoutMs);
+    this.#lost = connectionLost(nc);
   }
 
-  /** Sends one chunk; resolves when the window has room for the next. */
-  async write(chunk: Uint8Array): Promise<void> {
-    this.#throwIfFailed();
-    const sent = this.#requests
-      .request(this.deliver, chunk)
-      .then((reply) => {
-        const failure = replyError(this.stream, reply.string());
-        if (failure) throw failure;
-      })
-      .catch((err: unknown) => {
-        this.#failure ??=
-          err instanceof BackupError
-            ? err
-            : noAnswer(this.stream, `a chunk within ${this.opts.chunkTimeoutMs / 1000}s`, err);
-      })
-      .finally(() => this.#inFlight.delete(sent));
-    this.#inFlight.add(sent);
-    while (this.#inFlight.size >= this.opts.window) await Promise.race(this.#inFlight);
-    this.#throwIfFailed();
+  /**
+   * Rejects when the connection drops during the restore: the server's restore does not
+   * survive a restart, so the caller should stop waiting for anything else.
+   */
+  get lost(): Promise<never> {
+    return this.#lost.promise.catch((err: unknown) => {
+      throw new BackupError(
+        ErrorCode.Unavailable,
+        `restore of stream ${this.stream} failed: the ${(err as Error).message} during the restore; server restarted or connection lost?`,
+      );
+    });
   }
 
-  /** Waits for every chunk, then has the server build the stream. Returns the stream-create response text. */
+  /** After every chunk was answered: has the server build the stream. Returns the stream-create response text. */
   async finish(): Promise<string> {
-    await Promise.all(this.#inFlight);
-    this.#requests.close();
-    this.#throwIfFailed();
     this.#done = true;
     let text: string;
     try {
-      const reply = await this.nc.request(this.deliver, new Uint8Array(0), { timeout: this.opts.finishTimeoutMs });
+      const reply = await Promise.race([
+        this.nc.request(this.deliverSubject, new Uint8Array(0), { timeout: this.finishTimeoutMs }),
+        this.#lost.promise,
+      ]);
       text = reply.string();
     } catch (err) {
-      throw noAnswer(this.stream, "the final chunk", err);
+      throw new BackupError(
+        ErrorCode.Unavailable,
+        `restore of stream ${this.stream} failed: the server did not answer the final chunk (${(err as Error).message}); server restarted or connection lost?`,
+        { cause: err },
+      );
+    } finally {
+      this.#lost.stop();
     }
     const failure = replyError(this.stream, text);
     if (failure) throw failure;
@@ -72,14 +61,10 @@ export class RestoreUpload {
 
   /** Tells the server to drop the upload: a chunk without a reply subject aborts a restore. */
   abort(): void {
-    this.#requests.close();
+    this.#lost.stop();
     if (this.#done) return;
     this.#done = true;
-    this.nc.publish(this.deliver, new TextEncoder().encode("abort"));
-  }
-
-  #throwIfFailed(): void {
-    if (this.#failure) throw this.#failure;
+    this.nc.publish(this.deliverSubject, new TextEncoder().encode("abort"));
   }
 }
 
@@ -91,8 +76,8 @@ export async function startRestore(
   nc: NatsConnection,
   stream: string,
   backupJson: string,
-  opts: RestoreUploadOptions,
-): Promise<RestoreUpload> {
+  finishTimeoutMs: number,
+): Promise<RestoreSession> {
   let text: string;
   try {
     text = await jsApiRequest(nc, `STREAM.RESTORE.${stream}`, backupJson, 10_000);
@@ -104,33 +89,33 @@ export async function startRestore(
   }
   const { deliver_subject: deliver } = JSON.parse(text) as { deliver_subject?: string };
   if (!deliver) throw restoreFailed(stream, `the server named no deliver subject: ${text}`);
-  return new RestoreUpload(nc, stream, deliver, {
-    chunkTimeoutMs: 10_000,
-    finishTimeoutMs: 600_000,
-    ...opts,
-  });
+  return new RestoreSession(nc, stream, deliver, finishTimeoutMs);
 }
 
-/** A chunk's answer is empty on success, `-ERR '…'` text or a JSON error otherwise. */
+/** The final answer is the stream-create response, `-ERR '…'` text or a JSON error. */
 function replyError(stream: string, text: string): BackupError | null {
-  if (text.length === 0) return null;
   if (text.startsWith("-ERR")) return restoreFailed(stream, text.replace(/^-ERR\s*'?|'$/g, ""));
   if (text.startsWith("{")) {
     const parsed = JSON.parse(text) as { error?: { code?: number; description?: string } };
     if (parsed.error) return restoreFailed(stream, parsed.error.description ?? text, parsed.error.code);
+    return null;
   }
-  return null;
-}
-
-/** The server did not answer (restarted, connection lost, overloaded): 503, as for any JetStream silence. */
-function noAnswer(stream: string, what: string, err: unknown): BackupError {
-  return new BackupError(
-    ErrorCode.Unavailable,
-    `restore of stream ${stream} failed: the server did not answer ${what} (${(err as Error).message}); server restarted or connection lost?`,
-    { cause: err },
-  );
+  return restoreFailed(stream, `unexpected answer ${JSON.stringify(text.slice(0, 200))}`);
 }
 
 function restoreFailed(stream: string, why: string, code: number = ErrorCode.Internal): BackupError {
   return new BackupError(code >= 400 ? code : ErrorCode.Internal, `restore of stream ${stream} failed: ${why}`);
+}
+
+/** Rejects when the connection drops: a server restart ends its restore, so waiting on is pointless. */
+function connectionLost(nc: NatsConnection): { promise: Promise<never>; stop: () => void } {
+  const events = nc.status()[Symbol.asyncIterator]();
+  const promise = (async (): Promise<never> => {
+    for (let e = await events.next(); !e.done; e = await events.next()) {
+      if (e.value.type === "disconnect" || e.value.type === "close") throw new Error(`connection ${e.value.type === "close" ? "closed" : "dropped"}`);
+    }
+    return new Promise<never>(() => {});
+  })();
+  promise.catch(() => {});
+  return { promise, stop: () => void events.return?.() };
 }
