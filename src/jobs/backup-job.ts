@@ -22,6 +22,8 @@ export async function backupStream(
   const upload = catalogue.archiveUpload(job.id, chunkSize);
   const snapshot = await openSnapshot(nc, stream, {
     deliverSubject: upload.subject,
+    storedIn: upload.stream,
+    readAheadBytes: ctx.tuning.readBudgetBytes,
     chunkSize,
     consumers: req.consumers,
     check: req.check,
