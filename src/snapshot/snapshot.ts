@@ -215,15 +215,18 @@ export async function openSnapshot(nc: NatsConnection, stream: string, opts: Sna
   return snapshot;
 }
 
-/** Feeds the snapshot with what the stream stored on the deliver subject, a bounded batch at a time. */
+/** Feeds the snapshot with what the stream stored on the deliver subject, within a byte budget. */
 async function readBack(nc: NatsConnection, snapshot: StreamSnapshot, opts: SnapshotOptions): Promise<void> {
   const consumer = await jetstream(nc).consumers.get(opts.storedIn, { filter_subjects: opts.deliverSubject });
-  const batchSize = Math.max(1, Math.floor(opts.readAheadBytes / 2 / opts.chunkSize));
-  while (!snapshot.serverDone) {
-    await snapshot.roomFor(opts.readAheadBytes / 2);
-    if (snapshot.serverDone) break;
-    const batch = await consumer.fetch({ max_messages: batchSize, expires: 2_000 });
-    for await (const msg of batch) snapshot.receive(msg);
+  const messages = await consumer.consume({ max_bytes: Math.max(opts.chunkSize * 2, opts.readAheadBytes / 2) });
+  try {
+    for await (const msg of messages) {
+      await snapshot.roomFor(opts.readAheadBytes / 2);
+      snapshot.receive(msg);
+      if (snapshot.serverDone) break;
+    }
+  } finally {
+    messages.stop();
   }
 }
 
