@@ -211,7 +211,16 @@ export async function openSnapshot(nc: NatsConnection, stream: string, opts: Sna
     throw describeSnapshotError(stream, err);
   }
   const snapshot = new StreamSnapshot(stream, response, opts.idleTimeoutMs ?? 15_000);
-  void readBack(nc, snapshot, opts).catch((err: unknown) => snapshot.cancel(BackupError.from(err)));
+  void readBack(nc, snapshot, opts).catch((err: unknown) => {
+    const why = err instanceof Error ? err.message : String(err);
+    snapshot.cancel(
+      new BackupError(
+        ErrorCode.Unavailable,
+        `reading the snapshot of ${stream} back from stream ${opts.storedIn} failed (${why}): server restarted or connection lost?`,
+        { cause: err },
+      ),
+    );
+  });
   return snapshot;
 }
 
