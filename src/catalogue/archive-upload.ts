@@ -14,8 +14,6 @@ import { ObjectDigest, chunkSubject, metaSubject, streamOf, type ObjectMetaRecor
 export class ArchiveUpload {
   readonly nuid = nuid.next();
   readonly subject: string;
-  /** The stream that stores the chunks. */
-  readonly stream: string;
   #size = 0;
   #chunks = 0;
   #digest = new ObjectDigest();
@@ -28,7 +26,6 @@ export class ArchiveUpload {
     private readonly maxChunkSize: number,
   ) {
     this.subject = chunkSubject(bucket, this.nuid);
-    this.stream = streamOf(bucket);
   }
 
   get size(): number {

@@ -22,8 +22,6 @@ export async function backupStream(
   const upload = catalogue.archiveUpload(job.id, chunkSize);
   const snapshot = await openSnapshot(nc, stream, {
     deliverSubject: upload.subject,
-    storedIn: upload.stream,
-    readAheadBytes: ctx.tuning.readBudgetBytes,
     chunkSize,
     consumers: req.consumers,
     check: req.check,

@@ -1,14 +1,12 @@
 /**
  * The server's side of a backup: `$JS.API.STREAM.SNAPSHOT.<stream>` and the chunks it sends.
- * The chunks go to a deliver subject that a stream captures (the bucket's chunk subject): the
- * stream stores each chunk as it comes and its publish ack is the ack the snapshot's flow control
- * waits for. This side reads the stored chunks back with bounded pull fetches, at its own pace
- * (a plain subscription could not slow the server and would be cut off as a slow consumer),
- * yields them in order, notices the end (2.9: an empty message; 2.10+: an empty message with a
- * status, 204 on success, 408/500 on failure) and fails when nothing comes for too long.
+ * The chunks go to a deliver subject the caller chose; when that subject belongs to a stream
+ * (the bucket's chunk subject), the stream stores each chunk and its publish ack is the ack the
+ * snapshot's flow control waits for. This side watches the same subject: it yields each chunk in
+ * order, notices the end (2.9: an empty message; 2.10+: an empty message with a status, 204 on
+ * success, 408/500 on failure) and fails when the server goes quiet.
  */
-import type { MsgHdrs, NatsConnection } from "@nats-io/nats-core";
-import { jetstream } from "@nats-io/jetstream";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "./jsapi.ts";
 import { rawMembers } from "./raw-json.ts";
@@ -16,10 +14,6 @@ import { rawMembers } from "./raw-json.ts";
 export interface SnapshotOptions {
   /** Where the server sends the chunks. */
   deliverSubject: string;
-  /** The stream that captures `deliverSubject`; the chunks are read back from it. */
-  storedIn: string;
-  /** Bytes read back ahead of the reader at most. */
-  readAheadBytes: number;
   chunkSize: number;
   consumers: boolean;
   check: boolean;
@@ -47,10 +41,10 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
   #failure: Error | null = null;
   #wake: (() => void) | null = null;
   #onServerDone: (() => void)[] = [];
-  #onRoom: (() => void) | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
 
   constructor(
+    private readonly sub: Subscription,
     readonly stream: string,
     response: string,
     private readonly idleTimeoutMs: number,
@@ -86,15 +80,8 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
     return this.#queuedBytes;
   }
 
-  /** Resolves when fewer than `bytes` wait for the reader. */
-  async roomFor(bytes: number): Promise<void> {
-    while (this.#queuedBytes >= bytes && !this.#failure && !this.#serverDone) {
-      await new Promise<void>((resolve) => (this.#onRoom = resolve));
-    }
-  }
-
-  /** Every message stored on the deliver subject, in order. */
-  receive(msg: { data: Uint8Array; headers?: MsgHdrs }): void {
+  /** Called by the subscription for every message on the deliver subject. */
+  receive(msg: Msg): void {
     if (this.#serverDone) return;
     this.#messages++;
     this.#armIdleTimer();
@@ -139,7 +126,6 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
       const chunk = this.#queue.shift();
       if (chunk) {
         this.#queuedBytes -= chunk.length;
-        this.#wakeRoom();
         yield chunk;
         continue;
       }
@@ -153,22 +139,15 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#notify();
-    this.#wakeRoom();
-  }
-
-  #wakeRoom(): void {
-    const wake = this.#onRoom;
-    this.#onRoom = null;
-    wake?.();
   }
 
   #finishServer(): void {
     if (this.#serverDone) return;
     this.#serverDone = true;
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    this.sub.unsubscribe();
     for (const done of this.#onServerDone.splice(0)) done();
     this.#notify();
-    this.#wakeRoom();
   }
 
   #notify(): void {
@@ -197,6 +176,17 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
  * errors at the start (no such stream, a snapshot already running, memory storage) reject.
  */
 export async function openSnapshot(nc: NatsConnection, stream: string, opts: SnapshotOptions): Promise<StreamSnapshot> {
+  let snapshot: StreamSnapshot | null = null;
+  const early: Msg[] = [];
+  // Subscribe before asking: the server waits only briefly for interest on the deliver subject.
+  const sub = nc.subscribe(opts.deliverSubject, {
+    callback: (err, msg) => {
+      if (err) snapshot?.cancel(err);
+      else if (snapshot) snapshot.receive(msg);
+      else early.push(msg);
+    },
+  });
+  await nc.flush();
   const request = JSON.stringify({
     deliver_subject: opts.deliverSubject,
     chunk_size: opts.chunkSize,
@@ -208,35 +198,17 @@ export async function openSnapshot(nc: NatsConnection, stream: string, opts: Sna
     // A checked snapshot verifies every message before answering.
     response = await jsApiRequest(nc, `STREAM.SNAPSHOT.${stream}`, request, opts.check ? 120_000 : 10_000);
   } catch (err) {
+    sub.unsubscribe();
     throw describeSnapshotError(stream, err);
   }
-  const snapshot = new StreamSnapshot(stream, response, opts.idleTimeoutMs ?? 15_000);
-  void readBack(nc, snapshot, opts).catch((err: unknown) => {
-    const why = err instanceof Error ? err.message : String(err);
-    snapshot.cancel(
-      new BackupError(
-        ErrorCode.Unavailable,
-        `reading the snapshot of ${stream} back from stream ${opts.storedIn} failed (${why}): server restarted or connection lost?`,
-        { cause: err },
-      ),
-    );
+  snapshot = new StreamSnapshot(sub, stream, response, opts.idleTimeoutMs ?? 15_000);
+  for (const msg of early) snapshot.receive(msg);
+  void sub.closed.then(() => {
+    if (snapshot && !snapshot.serverDone) {
+      snapshot.cancel(new BackupError(ErrorCode.Unavailable, "the NATS connection closed during the snapshot"));
+    }
   });
   return snapshot;
-}
-
-/** Feeds the snapshot with what the stream stored on the deliver subject, within a byte budget. */
-async function readBack(nc: NatsConnection, snapshot: StreamSnapshot, opts: SnapshotOptions): Promise<void> {
-  const consumer = await jetstream(nc).consumers.get(opts.storedIn, { filter_subjects: opts.deliverSubject });
-  const messages = await consumer.consume({ max_bytes: Math.max(opts.chunkSize * 2, opts.readAheadBytes / 2) });
-  try {
-    for await (const msg of messages) {
-      await snapshot.roomFor(opts.readAheadBytes / 2);
-      snapshot.receive(msg);
-      if (snapshot.serverDone) break;
-    }
-  } finally {
-    messages.stop();
-  }
 }
 
 function describeSnapshotError(stream: string, err: unknown): BackupError {
