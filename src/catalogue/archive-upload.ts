@@ -9,6 +9,7 @@ import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
+import { readObject } from "./object-reader.ts";
 import { ObjectDigest, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 
 export class ArchiveUpload {
@@ -48,8 +49,13 @@ export class ArchiveUpload {
    * metadata.
    */
   async finish(messagesSent: number): Promise<ObjectMetaRecord> {
-    const stored = await this.#storedAtLeast(messagesSent);
-    if (stored !== messagesSent) {
+    let stored = await this.#storedAtLeast(messagesSent);
+    if (stored > messagesSent) {
+      // The subscription missed chunks (the server drops what a slow subscriber cannot take):
+      // once the stream holds the end message, hash what it holds, read back with bounded flow.
+      stored = await this.#storedThroughEnd();
+      await this.#rehash(stored);
+    } else if (stored !== messagesSent) {
       throw new BackupError(
         ErrorCode.Internal,
         `bucket ${this.bucket} holds ${stored} of the ${messagesSent} messages the server sent for ${this.name} (is the bucket full?)`,
@@ -77,6 +83,24 @@ export class ArchiveUpload {
   /** Removes what the stream stored for this upload. The object never became visible. */
   async abort(): Promise<void> {
     await purgeChunks(this.nc, this.bucket, this.nuid);
+  }
+
+  async #storedThroughEnd(timeoutMs = 30_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
+      if (!(JSON.parse(text) as { message: { data?: string } }).message.data) return this.#stored();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new BackupError(ErrorCode.Unavailable, `the bucket never stored the end of ${this.name}`);
+  }
+
+  async #rehash(messages: number): Promise<void> {
+    this.#digest = new ObjectDigest();
+    this.#size = 0;
+    this.#chunks = 0;
+    const info = { bucket: this.bucket, name: this.name, nuid: this.nuid, size: 0, chunks: messages, digest: "", options: { max_chunk_size: this.maxChunkSize } };
+    for await (const chunk of readObject(this.js, info, { budgetBytes: 8 * 1024 * 1024, verify: false })) this.observe(chunk);
   }
 
   async #removeEndMessage(): Promise<void> {
