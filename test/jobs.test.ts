@@ -3,33 +3,24 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, BackupService, JobRecord, JobStarted, RestoreResult } from "../src/mod.ts";
-import { NatsServer } from "./harness/nats-server.ts";
+import type { BackupManifest, JobRecord, JobStarted, RestoreResult } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
-import { request, startService } from "./harness/service.ts";
+import { request, startRig, type ServiceRig } from "./harness/service.ts";
 import { Collector, jsApi, streamState, subjectCounts, waitUntil } from "./harness/inspect.ts";
 
 const Terminal = new Set(["completed", "failed"]);
 
 describe("jobs", () => {
-  let server: NatsServer;
-  let serviceNc: NatsConnection;
+  let rig: ServiceRig;
   let nc: NatsConnection;
-  let svc: BackupService;
 
   before(async () => {
-    server = await NatsServer.start();
-    serviceNc = await server.connect();
-    nc = await server.connect();
-    // A narrow store window and 4 KiB chunks make a ~30 MB backup take a while.
-    svc = await startService(serviceNc);
+    rig = await startRig();
+    nc = rig.nc;
     await makeStream(nc, "BIG", { messages: 2300, consumers: false });
   });
   after(async () => {
-    await svc?.stop();
-    await serviceNc?.close();
-    await nc?.close();
-    await server?.stop();
+    await rig?.stop();
   });
 
   async function job(id: string): Promise<JobRecord> {
@@ -178,7 +169,7 @@ describe("jobs", () => {
     assert.deepEqual(info.body, a1);
 
     // The objects of a1 as the object store knows them, before the delete.
-    const os = await new Objm(jetstream(nc)).open(svc.bucket);
+    const os = await new Objm(jetstream(nc)).open(rig.svc.bucket);
     const names: string[] = [a1.objects.config, a1.objects.archive, a1.objects.manifest];
     const nuids: string[] = [];
     for (const name of names) {
@@ -186,8 +177,8 @@ describe("jobs", () => {
       assert.ok(oi && !oi.deleted, `${name} is stored`);
       nuids.push(oi.nuid);
     }
-    const bucketStream = `OBJ_${svc.bucket}`;
-    const chunkSubjects = nuids.map((n) => `$O.${svc.bucket}.C.${n}`);
+    const bucketStream = `OBJ_${rig.svc.bucket}`;
+    const chunkSubjects = nuids.map((n) => `$O.${rig.svc.bucket}.C.${n}`);
     for (const s of chunkSubjects) assert.ok((await subjectCounts(nc, bucketStream, s))[s]! > 0);
 
     const deleted = await request(nc, `$BACKUP.delete.${a1.id}`);
@@ -201,7 +192,7 @@ describe("jobs", () => {
 
     for (const s of chunkSubjects) assert.deepEqual(await subjectCounts(nc, bucketStream, s), {}, `no chunk left on ${s}`);
     for (const name of names) {
-      const meta = `$O.${svc.bucket}.M.${Buffer.from(name).toString("base64").replace(/\+/g, "-").replace(/\//g, "_")}`;
+      const meta = `$O.${rig.svc.bucket}.M.${Buffer.from(name).toString("base64").replace(/\+/g, "-").replace(/\//g, "_")}`;
       const counts = await subjectCounts(nc, bucketStream, meta);
       assert.ok((counts[meta] ?? 0) <= 1, `at most a tombstone on ${meta}: ${JSON.stringify(counts)}`);
       if (counts[meta]) {

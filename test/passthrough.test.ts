@@ -3,10 +3,9 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { BackupManifest, JobRecord } from "../src/mod.ts";
 import { rawMembers, rawObject } from "../src/snapshot/raw-json.ts";
-import { NatsServer } from "./harness/nats-server.ts";
-import { request, startService } from "./harness/service.ts";
+import { request, startRig, type ServiceRig } from "./harness/service.ts";
 import { jsApi, jsApiRaw, memberText } from "./harness/inspect.ts";
 
 /** 2^53 + 1 nanoseconds: JSON.parse would make it 9007199254740992. */
@@ -14,22 +13,15 @@ const MaxAge = "9007199254740993";
 const Description = 'kept "as is" \\ } ü 😀';
 
 describe("stream configurations pass through untouched", () => {
-  let server: NatsServer;
-  let serviceNc: NatsConnection;
+  let rig: ServiceRig;
   let nc: NatsConnection;
-  let svc: BackupService;
 
   before(async () => {
-    server = await NatsServer.start();
-    serviceNc = await server.connect();
-    nc = await server.connect();
-    svc = await startService(serviceNc);
+    rig = await startRig();
+    nc = rig.nc;
   });
   after(async () => {
-    await svc?.stop();
-    await serviceNc?.close();
-    await nc?.close();
-    await server?.stop();
+    await rig?.stop();
   });
 
   test("a max_age of 2^53+1 ns and the description survive backup and restore byte for byte", async () => {
@@ -53,7 +45,7 @@ describe("stream configurations pass through untouched", () => {
     const manifest = done.body.result as BackupManifest;
     assert.equal(manifest.messages, 25);
 
-    const os = await new Objm(jetstream(nc)).open(svc.bucket);
+    const os = await new Objm(jetstream(nc)).open(rig.svc.bucket);
     const blob = await os.getBlob(`${manifest.id}/backup.json`);
     assert.ok(blob, "backup.json is in the bucket");
     const backupJson = new TextDecoder().decode(blob);

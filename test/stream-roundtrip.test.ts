@@ -2,28 +2,20 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupService, JobRecord, JobStarted, BackupManifest } from "../src/mod.ts";
-import { NatsServer } from "./harness/nats-server.ts";
+import type { JobRecord, JobStarted, BackupManifest } from "../src/mod.ts";
 import { consumerStates, makeStream, readStream } from "./harness/fixtures.ts";
-import { request, startService } from "./harness/service.ts";
+import { request, startRig, type ServiceRig } from "./harness/service.ts";
 
 describe("stream backup and restore", () => {
-  let server: NatsServer;
-  let serviceNc: NatsConnection;
+  let rig: ServiceRig;
   let nc: NatsConnection;
-  let svc: BackupService;
 
   before(async () => {
-    server = await NatsServer.start();
-    serviceNc = await server.connect();
-    nc = await server.connect();
-    svc = await startService(serviceNc);
+    rig = await startRig();
+    nc = rig.nc;
   });
   after(async () => {
-    await svc?.stop();
-    await serviceNc?.close();
-    await nc?.close();
-    await server?.stop();
+    await rig?.stop();
   });
 
   test("a round trip keeps every message, header, timestamp, interior delete and consumer state", async () => {

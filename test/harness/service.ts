@@ -1,6 +1,7 @@
 /** The service under test, on its own connection, and a client that speaks to it like `nats req`. */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { pino } from "pino";
+import { NatsServer } from "./nats-server.ts";
 import { startBackupService, type BackupService, type BackupServiceOptions } from "../../src/mod.ts";
 
 export interface Reply<T = unknown> {
@@ -39,4 +40,32 @@ export function testLogger() {
 
 export async function startService(nc: NatsConnection, opts: BackupServiceOptions = {}): Promise<BackupService> {
   return startBackupService(nc, { logger: testLogger(), shutdownGraceMs: 1000, ...opts });
+}
+
+/** A nats-server, the service on its own connection, and a client connection; `stop()` ends them all. */
+export interface ServiceRig {
+  server: NatsServer;
+  serviceNc: NatsConnection;
+  nc: NatsConnection;
+  svc: BackupService;
+  stop(): Promise<void>;
+}
+
+export async function startRig(opts: BackupServiceOptions = {}): Promise<ServiceRig> {
+  const server = await NatsServer.start();
+  const serviceNc = await server.connect();
+  const nc = await server.connect();
+  const svc = await startService(serviceNc, opts);
+  return {
+    server,
+    serviceNc,
+    nc,
+    svc,
+    stop: async () => {
+      await svc.stop();
+      await serviceNc.close();
+      await nc.close();
+      await server.stop();
+    },
+  };
 }
