@@ -85,16 +85,11 @@ export class ArchiveUpload {
     await purgeChunks(this.nc, this.bucket, this.nuid);
   }
 
-  /** The stream holds the snapshot's end message (the last message is empty). */
-  async endStored(): Promise<boolean> {
-    const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
-    return !(JSON.parse(text) as { message: { data?: string } }).message.data;
-  }
-
   async #storedThroughEnd(timeoutMs = 30_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (await this.endStored()) return this.#stored();
+      const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
+      if (!(JSON.parse(text) as { message: { data?: string } }).message.data) return this.#stored();
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     throw new BackupError(ErrorCode.Unavailable, `the bucket never stored the end of ${this.name}`);

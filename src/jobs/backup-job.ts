@@ -27,7 +27,6 @@ export async function backupStream(
     check: req.check,
     idleTimeoutMs: ctx.tuning.snapshotIdleMs,
   });
-  snapshot.endStored = () => upload.endStored();
   accepted();
   const onAbort = () => snapshot.cancel(BackupError.from(job.signal.reason));
   job.signal.addEventListener("abort", onAbort, { once: true });

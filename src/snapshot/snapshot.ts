@@ -42,8 +42,6 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
   #wake: (() => void) | null = null;
   #onServerDone: (() => void)[] = [];
   #idleTimer: NodeJS.Timeout | null = null;
-  /** Whether the stream behind the deliver subject holds the snapshot's end message. */
-  endStored?: () => Promise<boolean>;
 
   constructor(
     private readonly sub: Subscription,
@@ -160,13 +158,7 @@ export class StreamSnapshot implements AsyncIterable<Uint8Array> {
 
   #armIdleTimer(): void {
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
-    this.#idleTimer = setTimeout(async () => {
-      // The server drops what a slow subscriber cannot take, the end message included: ask the
-      // store whether the snapshot in fact ended before calling it a failure.
-      if (this.endStored && (await this.endStored().catch(() => false))) {
-        this.#finishServer();
-        return;
-      }
+    this.#idleTimer = setTimeout(() => {
       this.#fail(
         new BackupError(
           ErrorCode.Unavailable,
