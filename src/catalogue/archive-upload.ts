@@ -1,16 +1,17 @@
 /**
  * The archive of a backup, written into the bucket by the server itself: the snapshot's deliver
  * subject is the object's chunk subject, so the bucket's stream stores every chunk as the server
- * sends it, and its publish acks are the acks the snapshot's flow control waits for. The
- * service only observes the chunks (to hash and count them) and, once the stream is seen to hold
- * all of them, writes the metadata that makes the object visible.
+ * sends it, and its publish acks are the acks the snapshot's flow control waits for. The service
+ * reads the chunks back as they are stored (bounded, see subject-feed.ts) to hash and count them;
+ * what it hashed is therefore what the bucket holds. Once the end is read, it writes the metadata
+ * that makes the object visible.
  */
 import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
-import { readObject } from "./object-reader.ts";
 import { ObjectDigest, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { SubjectFeed, type FeedMessage, type FeedOptions } from "./subject-feed.ts";
 
 export class ArchiveUpload {
   readonly nuid = nuid.next();
@@ -18,6 +19,7 @@ export class ArchiveUpload {
   #size = 0;
   #chunks = 0;
   #digest = new ObjectDigest();
+  #feed: SubjectFeed | null = null;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -36,32 +38,54 @@ export class ArchiveUpload {
     return this.#chunks;
   }
 
-  /** A chunk the server delivered (and the stream stored). */
-  observe(chunk: Uint8Array): void {
+  /**
+   * What the bucket stores on the upload's subject, in order, as it is stored. Opened before
+   * anything is sent there; the caller decides which message is the last.
+   */
+  async stored(via: NatsConnection, opts: FeedOptions): Promise<SubjectFeed> {
+    this.#feed = await SubjectFeed.open(this.nc, via, streamOf(this.bucket), this.subject, {
+      description: `nats-backup: upload of ${this.name}`,
+      ...opts,
+    });
+    return this.#feed;
+  }
+
+  /** A chunk the bucket stored (read back, or seen on its way in). */
+  add(chunk: Uint8Array): void {
     this.#digest.update(chunk);
     this.#size += chunk.length;
     this.#chunks++;
   }
 
+  /** After the last chunk was read back, given the end message the sender stored. */
+  async finish(end: FeedMessage): Promise<ObjectMetaRecord> {
+    await this.#feed?.close();
+    if (end.pending !== 0) {
+      throw new BackupError(ErrorCode.Internal, `bucket ${this.bucket} holds ${end.pending} unexpected messages after the end of ${this.name}`);
+    }
+    return this.#commit(end.seq);
+  }
+
   /**
-   * Checks that the stream holds every message the server sent on the subject, removes the
-   * snapshot's empty end message (a restore would take it for its own end), then publishes the
-   * metadata.
+   * After the sender's end message was seen on its way in: checks that the bucket stored every
+   * message seen (`messagesSeen`, the end included), in which case what was hashed is what it holds.
    */
-  async finish(messagesSent: number): Promise<ObjectMetaRecord> {
-    let stored = await this.#storedAtLeast(messagesSent);
-    if (stored > messagesSent) {
-      // The subscription missed chunks (the server drops what a slow subscriber cannot take):
-      // once the stream holds the end message, hash what it holds, read back with bounded flow.
-      stored = await this.#storedThroughEnd();
-      await this.#rehash(stored);
-    } else if (stored !== messagesSent) {
+  async finishWatched(messagesSeen: number): Promise<ObjectMetaRecord> {
+    const stored = await this.#storedAtLeast(messagesSeen);
+    if (stored !== messagesSeen) {
       throw new BackupError(
         ErrorCode.Internal,
-        `bucket ${this.bucket} holds ${stored} of the ${messagesSent} messages the server sent for ${this.name} (is the bucket full?)`,
+        `bucket ${this.bucket} holds ${stored} of the ${messagesSeen} messages the server sent for ${this.name} (is the bucket full?)`,
       );
     }
-    await this.#removeEndMessage();
+    const last = await this.#lastStored();
+    if (!last?.empty) throw new BackupError(ErrorCode.Internal, `the last message of ${this.name} in bucket ${this.bucket} is not the snapshot's end`);
+    return this.#commit(last.seq);
+  }
+
+  /** Removes the sender's empty end message (a restore would take it for its own end), then publishes the metadata. */
+  async #commit(endSeq: number): Promise<ObjectMetaRecord> {
+    await jsApiRequest(this.nc, `STREAM.MSG.DELETE.${streamOf(this.bucket)}`, JSON.stringify({ seq: endSeq, no_erase: true }));
     const meta: ObjectMetaRecord = {
       name: this.name,
       description: "",
@@ -69,7 +93,7 @@ export class ArchiveUpload {
       bucket: this.bucket,
       nuid: this.nuid,
       size: this.#size,
-      chunks: stored - 1,
+      chunks: this.#chunks,
       mtime: new Date().toISOString(),
       digest: this.#digest.digest(),
       deleted: false,
@@ -80,49 +104,51 @@ export class ArchiveUpload {
     return meta;
   }
 
-  /** Removes what the stream stored for this upload. The object never became visible. */
-  async abort(): Promise<void> {
-    await purgeChunks(this.nc, this.bucket, this.nuid);
-  }
-
-  async #storedThroughEnd(timeoutMs = 30_000): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
-      if (!(JSON.parse(text) as { message: { data?: string } }).message.data) return this.#stored();
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    throw new BackupError(ErrorCode.Unavailable, `the bucket never stored the end of ${this.name}`);
-  }
-
-  async #rehash(messages: number): Promise<void> {
-    this.#digest = new ObjectDigest();
-    this.#size = 0;
-    this.#chunks = 0;
-    const info = { bucket: this.bucket, name: this.name, nuid: this.nuid, size: 0, chunks: messages, digest: "", options: { max_chunk_size: this.maxChunkSize } };
-    for await (const chunk of readObject(this.js, info, { budgetBytes: 8 * 1024 * 1024, verify: false })) this.observe(chunk);
-  }
-
-  async #removeEndMessage(): Promise<void> {
-    const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
-    const last = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
-    if (last.data) throw new BackupError(ErrorCode.Internal, `the last message of ${this.name} is not the snapshot's end`);
-    await jsApiRequest(this.nc, `STREAM.MSG.DELETE.${streamOf(this.bucket)}`, JSON.stringify({ seq: last.seq, no_erase: true }));
-  }
-
-  /** The stream stores what it is sent a little after we see it: wait, within bounds, for the count. */
+  /** The stream stores what it is sent a little after the sender sent it: wait, within bounds, for the count. */
   async #storedAtLeast(expected: number, timeoutMs = 10_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (true) {
-      const stored = await this.#stored();
+      const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: this.subject }));
+      const stored = (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects?.[this.subject] ?? 0;
       if (stored >= expected || Date.now() > deadline) return stored;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
 
-  async #stored(): Promise<number> {
-    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: this.subject }));
-    return (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects?.[this.subject] ?? 0;
+  /**
+   * Removes what the bucket stored for this upload; the object never became visible. A sender
+   * that is still sending (`untilQuietMs` > 0) is waited for, until its empty end message is
+   * stored or nothing new is stored for that long, so that no chunk lands after the purge.
+   */
+  async abort(untilQuietMs = 0): Promise<void> {
+    await this.#feed?.close();
+    if (untilQuietMs > 0) await this.#untilSenderDone(untilQuietMs);
+    await purgeChunks(this.nc, this.bucket, this.nuid);
+  }
+
+  async #untilSenderDone(quietMs: number): Promise<void> {
+    let lastSeq = -1;
+    let lastChange = Date.now();
+    while (Date.now() - lastChange < quietMs) {
+      const last = await this.#lastStored();
+      if (last && last.empty) return;
+      const seq = last?.seq ?? 0;
+      if (seq !== lastSeq) {
+        lastSeq = seq;
+        lastChange = Date.now();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+
+  async #lastStored(): Promise<{ seq: number; empty: boolean } | null> {
+    try {
+      const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
+      const { seq, data } = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
+      return { seq, empty: !data };
+    } catch {
+      return null;
+    }
   }
 }
 

@@ -77,8 +77,9 @@ export class Catalogue {
     return ArchiveDelivery.start(this.nc, info as unknown as ObjectMetaRecord, subject, opts);
   }
 
-  readArchive(info: ObjectInfo, opts: ObjectReadOptions): AsyncGenerator<Uint8Array> {
-    return readObject(this.js, info as unknown as ObjectMetaRecord, opts);
+  /** The archive's chunks, read through `via` (a data connection); size and digest are checked. */
+  readArchive(via: NatsConnection, info: ObjectInfo, opts: ObjectReadOptions): AsyncGenerator<Uint8Array> {
+    return readObject(this.nc, via, info as unknown as ObjectMetaRecord, opts);
   }
 
   /** Makes a backup visible as completed. */
@@ -183,8 +184,8 @@ export class Catalogue {
   }
 
   /** Drops the pieces of a backup that never completed: chunks of an unfinished upload, and any object already written. */
-  async discard(id: string, upload?: ArchiveUpload): Promise<void> {
-    if (upload) await upload.abort();
+  async discard(id: string, upload?: ArchiveUpload, untilQuietMs = 0): Promise<void> {
+    if (upload) await upload.abort(untilQuietMs);
     const names = objectNames(id);
     for (const name of [names.archive, names.config]) {
       const info = await this.store.info(name);

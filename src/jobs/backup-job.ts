@@ -1,10 +1,13 @@
 /** A stream backup: the server's snapshot streamed into the bucket, then checked and committed. */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { objectNames } from "../catalogue/catalogue.ts";
-import { BackupError } from "../protocol/errors.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
-import { openSnapshot } from "../snapshot/snapshot.ts";
+import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
+import { WatchLost, watchSnapshot } from "../snapshot/snapshot-watch.ts";
+import type { FeedMessage, SubjectFeed } from "../catalogue/subject-feed.ts";
+import type { ObjectMetaRecord } from "../catalogue/object-format.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -19,59 +22,141 @@ export async function backupStream(
   const consumers = req.consumers ? await consumerNames(nc, stream) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
   const created = new Date().toISOString();
-  const upload = catalogue.archiveUpload(job.id, chunkSize);
-  const snapshot = await openSnapshot(nc, stream, {
-    deliverSubject: upload.subject,
-    chunkSize,
-    consumers: req.consumers,
-    check: req.check,
-    idleTimeoutMs: ctx.tuning.snapshotIdleMs,
-  });
-  accepted();
-  const onAbort = () => snapshot.cancel(BackupError.from(job.signal.reason));
-  job.signal.addEventListener("abort", onAbort, { once: true });
+  let acceptedOnce = false;
+  const acceptOnce = () => {
+    if (!acceptedOnce) accepted();
+    acceptedOnce = true;
+  };
 
+  let captured: Captured;
+  try {
+    captured = await capture(ctx, job, req, chunkSize, "watch", acceptOnce);
+  } catch (err) {
+    if (!(err instanceof WatchLost) || job.signal.aborted) throw err;
+    ctx.log.warn({ job: job.id, stream, reason: err.description }, "snapshot watch lost; taking the snapshot again, read back from the bucket");
+    captured = await capture(ctx, job, req, chunkSize, "read-back", acceptOnce);
+  }
+  const { snapshot, archive } = captured;
+  const info = nc.info;
+  const manifest: BackupManifest = {
+    type: "io.nats.backup.v1.manifest",
+    id: job.id,
+    scope: "stream",
+    stream,
+    created,
+    completed: new Date().toISOString(),
+    size: archive.size,
+    chunks: archive.chunks,
+    sha256: archive.digest,
+    messages: snapshot.state.messages,
+    bytes: snapshot.state.bytes,
+    first_seq: snapshot.state.first_seq,
+    last_seq: snapshot.state.last_seq,
+    consumers,
+    checked: req.check,
+    ...(req.tag !== undefined ? { tag: req.tag } : {}),
+    objects: objectNames(job.id),
+    server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
+  };
+  try {
+    await catalogue.commit(manifest);
+  } catch (err) {
+    await catalogue.discard(job.id).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+    throw err;
+  }
+  return manifest;
+}
+
+interface Captured {
+  snapshot: StartedSnapshot;
+  archive: ObjectMetaRecord;
+}
+
+/**
+ * One snapshot into the bucket: the server delivers its chunks to the archive's chunk subject,
+ * where the bucket's stream stores them. How this process hashes them:
+ * - `watch`: as they go by, on a subscription that also tells the server someone is listening
+ *   (it then starts at once). The fast way, but the server does not slow down for it, so a
+ *   watcher that falls too far behind loses its connection: `WatchLost`, and nothing is kept.
+ * - `read-back`: as the bucket stores them, through a consumer whose acks bound what is in
+ *   flight. Without a listener the server first waits 2 s for one; nothing can be lost.
+ */
+async function capture(
+  ctx: JobContext,
+  job: Job,
+  req: BackupStreamRequest,
+  chunkSize: number,
+  mode: "watch" | "read-back",
+  accepted: () => void,
+): Promise<Captured> {
+  const { nc, catalogue } = ctx;
+  const stream = job.record.stream;
+  const idleMs = ctx.tuning.snapshotIdleMs;
+  const upload = catalogue.archiveUpload(job.id, chunkSize);
+  const progress = (chunk: Uint8Array) => {
+    upload.add(chunk);
+    job.progress(upload.size, upload.chunks);
+  };
+  // Listen before asking: the chunks start right after the server's answer.
+  const watch =
+    mode === "watch" ? await watchSnapshot(ctx.data, upload.subject, progress, { stream, idleMs }) : null;
+  const feed =
+    mode === "read-back"
+      ? await upload.stored(ctx.data, {
+          window: Math.max(2, Math.floor(ctx.tuning.readBudgetBytes / chunkSize)),
+          idleMs: idleMs + 2_000,
+          idleError: () =>
+            new BackupError(
+              ErrorCode.Unavailable,
+              `the bucket stored no snapshot data of stream ${stream} for ${idleMs / 1000}s (server restarted, connection lost, or bucket ${catalogue.bucket} full?)`,
+            ),
+        })
+      : null;
+  let snapshot: StartedSnapshot;
+  try {
+    snapshot = await openSnapshot(nc, stream, { deliverSubject: upload.subject, chunkSize, consumers: req.consumers, check: req.check });
+  } catch (err) {
+    watch?.stop();
+    await upload.abort().catch(() => {});
+    throw err;
+  }
+  accepted();
+  const onAbort = () => {
+    const reason = BackupError.from(job.signal.reason);
+    watch?.stop();
+    feed?.fail(reason);
+  };
+  job.signal.addEventListener("abort", onAbort, { once: true });
   try {
     await catalogue.putConfig(job.id, snapshot.backupJson);
-    for await (const chunk of snapshot) {
-      upload.observe(chunk);
-      job.progress(upload.size, upload.chunks);
+    let archive: ObjectMetaRecord;
+    if (watch) {
+      await watch.ended;
+      archive = await upload.finishWatched(watch.messages);
+    } else {
+      archive = await upload.finish(await readBack(feed!, stream, progress));
     }
-    if (job.signal.aborted) throw BackupError.from(job.signal.reason);
-    const archive = await upload.finish(snapshot.messages);
-    job.progress(archive.size, upload.chunks);
-    const info = nc.info;
-    const manifest: BackupManifest = {
-      type: "io.nats.backup.v1.manifest",
-      id: job.id,
-      scope: "stream",
-      stream,
-      created,
-      completed: new Date().toISOString(),
-      size: archive.size,
-      chunks: archive.chunks,
-      sha256: archive.digest,
-      messages: snapshot.state.messages,
-      bytes: snapshot.state.bytes,
-      first_seq: snapshot.state.first_seq,
-      last_seq: snapshot.state.last_seq,
-      consumers,
-      checked: req.check,
-      ...(req.tag !== undefined ? { tag: req.tag } : {}),
-      objects: objectNames(job.id),
-      server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
-    };
-    await catalogue.commit(manifest);
-    return manifest;
+    job.progress(archive.size, archive.chunks);
+    return { snapshot, archive };
   } catch (err) {
-    snapshot.cancel(BackupError.from(err));
+    if (job.signal.aborted) err = BackupError.from(job.signal.reason);
     // The server goes on storing chunks until its snapshot ends: remove them after that.
-    await snapshot.settled(ctx.tuning.snapshotIdleMs);
-    await catalogue.discard(job.id, upload).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+    await catalogue
+      .discard(job.id, upload, idleMs)
+      .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
     throw err;
   } finally {
     job.signal.removeEventListener("abort", onAbort);
   }
+}
+
+/** Hashes what the bucket stores, up to the snapshot's end message, which it returns. */
+async function readBack(feed: SubjectFeed, stream: string, onChunk: (chunk: Uint8Array) => void): Promise<FeedMessage> {
+  for await (const msg of feed) {
+    if (snapshotMessage(stream, msg) === "end") return msg;
+    onChunk(msg.data);
+  }
+  throw new BackupError(ErrorCode.Internal, `reading the archive of ${stream} back from the bucket ended early`);
 }
 
 /** The consumers the snapshot will carry, by name. */

@@ -23,7 +23,10 @@ export const DefaultTuning: Tuning = {
 };
 
 export interface JobContext {
+  /** API requests, the bucket's small objects, job records. */
   nc: NatsConnection;
+  /** Bulk data: watching snapshots, reading archives back (may be `nc`). */
+  data: NatsConnection;
   catalogue: Catalogue;
   log: Logger;
   tuning: Tuning;

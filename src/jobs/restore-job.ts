@@ -11,7 +11,6 @@ import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
-import { watched } from "../catalogue/object-reader.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -52,12 +51,9 @@ export async function restoreStream(
     const log = ctx.log.child({ job: job.id });
     const both = Promise.all([
       verifyArchive(
-        catalogue.readArchive(archive, { budgetBytes: ctx.tuning.readBudgetBytes }),
+        catalogue.readArchive(ctx.data, archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs: ctx.tuning.snapshotIdleMs }),
         job.signal,
-        ctx.tuning.snapshotIdleMs + 15_000,
-      ).then(() =>
-        log.debug("archive digest checked"),
-      ),
+      ).then(() => log.debug("archive digest checked")),
       delivery
         .done((chunks) => {
           job.progress(Math.round((archive.size * chunks) / Math.max(1, archive.chunks)), chunks, archive.size);
@@ -95,18 +91,10 @@ export async function restoreStream(
   }
 }
 
-/**
- * Reads the whole archive (bounded); the reader throws when its size or digest is not the
- * recorded one. A read that stalls (its server gone) fails as 503.
- */
-async function verifyArchive(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal, stallMs: number): Promise<void> {
-  try {
-    for await (const _chunk of watched(chunks, stallMs, () => {})) {
-      if (signal.aborted) throw BackupError.from(signal.reason);
-    }
-  } catch (err) {
-    if (err instanceof BackupError) throw err;
-    throw new BackupError(503, `reading the archive from the bucket failed: ${(err as Error).message}; server restarted or connection lost?`);
+/** Reads the whole archive (bounded); the reader throws when its size or digest is not the recorded one. */
+async function verifyArchive(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<void> {
+  for await (const _chunk of chunks) {
+    if (signal.aborted) throw BackupError.from(signal.reason);
   }
 }
 

@@ -33,6 +33,12 @@ export interface BackupServiceOptions {
   /** Cleanup after stopped instances (abandoned jobs, orphan chunks, incomplete backups). */
   sweep?: Partial<SweepOptions>;
   tuning?: Partial<Tuning>;
+  /**
+   * A second connection (same account) for bulk data: snapshots being watched and archives read
+   * back. It keeps endpoint replies from queueing behind megabytes of chunks, and a data
+   * connection the server drops as a slow consumer takes no endpoint down. Default: `nc`.
+   */
+  dataConnection?: NatsConnection;
 }
 
 export interface BackupService {
@@ -83,7 +89,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const id = service.info().id;
   const tuning = { ...DefaultTuning, ...opts.tuning };
   const jobLog = log.child({ instance: id });
-  const runner = new JobRunner({ nc, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs);
+  const runner = new JobRunner({ nc, data: opts.dataConnection ?? nc, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs);
   const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, jobLog, { ...DefaultSweep, ...opts.sweep });
   const deps: EndpointDeps = { runner, catalogue, jobs, log };
   for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {
