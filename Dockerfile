@@ -5,5 +5,7 @@ COPY bin ./bin
 COPY src ./src
 RUN npm ci && npm run build && npm prune --omit=dev
 USER node
-ENTRYPOINT ["node", "bin/nats-backup.js"]
+# A larger young generation: chunks are short-lived 256 KiB buffers, and the default one makes
+# the collector run every few chunks (about a fifth of the CPU of a backup or restore).
+ENTRYPOINT ["node", "--max-semi-space-size=16", "bin/nats-backup.js"]
 CMD ["serve"]

@@ -35,6 +35,9 @@ export function bundleCli(outDir: string): string {
   return out;
 }
 
+/** The node flags `npm start` and the Dockerfile run the service with. */
+const ServiceNodeFlags = ["--max-semi-space-size=16"];
+
 export class ServiceProcess {
   #log = "";
   private constructor(readonly proc: ChildProcess) {}
@@ -61,7 +64,7 @@ export class ServiceProcess {
     const serveArgs = ["serve", "--server", url, "--log-level", "warn", "--shutdown-grace", "2"];
     const argv =
       opts.kind === "bin"
-        ? [join(root, "bin", "nats-backup.js"), ...serveArgs]
+        ? [...ServiceNodeFlags, join(root, "bin", "nats-backup.js"), ...serveArgs]
         : opts.kind === "bundle"
           ? [bundleCli(opts.buildDir ?? root), ...serveArgs]
           : ["--import", "tsx", join(root, "bench", "service-child.ts"), "--server", url, ...(opts.childArgs ?? [])];
