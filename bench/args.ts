@@ -40,7 +40,7 @@ export const usage = `npm run bench -- [options]
   --raw-chunk-size B   chunk_size of the CLI-style raw snapshot        [128k]
   --ops LIST           subset of ${Ops.join(",")}                      [all]
   --no-sampler         no ping/list latency sampler during the service's backup
-  --service KIND       bin: node bin/nats-backup.js serve (through tsx); child: bench/service-child.ts;
+  --service KIND       bin: node --max-semi-space-size=16 bin/nats-backup.js serve (built JS, as npm start); child: bench/service-child.ts;
                        bundle: src/cli/main.ts bundled by esbuild, run by plain node [bin]
   --profile            a CPU profile of the service per backup and restore (implies --service child;
                        profiles in bench/results/prof-<timestamp>/, summaries on stdout)

@@ -9,7 +9,7 @@ export interface Tuning {
   chunkSize: number;
   /** Restore chunks awaiting the server's answer, per restore. */
   restoreWindow: number;
-  /** Bytes read ahead from the bucket, per restore. */
+  /** Bytes a bucket read keeps in flight (archive checks, backups read back), per job. */
   readBudgetBytes: number;
   /** A snapshot that sends nothing for this long has failed. */
   snapshotIdleMs: number;
