@@ -28,7 +28,7 @@ import {
 const Stream = "DATA";
 
 const Options: ChildServiceOptions = {
-  // Small windows make a 60 MB backup or restore last a few seconds; a snapshot that stops
+  // Small windows slow a 60 MB backup or restore (when it reads back); a snapshot that stops
   // sending fails after 3 s instead of 15.
   tuning: { restoreWindow: 1, readBudgetBytes: 16 * 1024, snapshotIdleMs: 3_000 },
   // The sweeper removes what a failed job could not (its connection was down) within seconds;
@@ -76,7 +76,7 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
   });
 
   /**
-   * Sends `subject` (wait:false) and restarts the server as soon as the job reports moved bytes.
+   * Sends `subject` (wait:false) and restarts the server as soon as the job is accepted.
    * When the job ends before that, `retry` undoes it and another attempt starts (at most 3).
    */
   async function restartDuring(
@@ -103,9 +103,9 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
       await nc.flush();
       const started = await request<JobStarted>(nc, subject, body, 30_000);
       assert.equal(started.errorCode, null, started.raw);
-      // A backup streams server to bucket faster than status ticks: restart as soon as the server
-      // accepted the snapshot. A (slowed) restore is restarted once it moved bytes.
-      if (operation === "backup") moving = { ...started.body, progress: { bytes: 0, chunks: 0, rate: 0 } } as unknown as JobRecord;
+      // Both stream faster than status ticks: restart as soon as the server accepted the snapshot
+      // or the restore (the job's first reply comes right after).
+      moving = { ...started.body, progress: { bytes: 0, chunks: 0, rate: 0 } } as unknown as JobRecord;
       await waitUntil(`the ${operation} job to move bytes`, () => moving ?? ended, 60_000, 10);
       sub.unsubscribe();
       if (ended || !moving) {

@@ -4,7 +4,8 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { ObjectDigest, chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { ObjectCheck, damaged } from "./object-check.ts";
 import { SubjectFeed } from "./subject-feed.ts";
 
 export interface ObjectReadOptions {
@@ -20,9 +21,7 @@ export async function* readObject(
   info: Pick<ObjectMetaRecord, "bucket" | "name" | "nuid" | "size" | "chunks" | "digest" | "options">,
   opts: ObjectReadOptions,
 ): AsyncGenerator<Uint8Array> {
-  const digest = new ObjectDigest();
-  let chunks = 0;
-  let size = 0;
+  const check = new ObjectCheck(info);
   if (info.chunks > 0) {
     const chunkSize = Math.max(1, info.options?.max_chunk_size ?? 128 * 1024);
     const feed = await SubjectFeed.open(nc, via, streamOf(info.bucket), chunkSubject(info.bucket, info.nuid), {
@@ -32,30 +31,21 @@ export async function* readObject(
       idleError: (ms) =>
         new BackupError(
           ErrorCode.Unavailable,
-          `reading ${info.name} from bucket ${info.bucket} stalled after ${chunks} of ${info.chunks} chunks (nothing for ${ms / 1000}s): server restarted or connection lost?`,
+          `reading ${info.name} from bucket ${info.bucket} stalled after ${check.chunks} of ${info.chunks} chunks (nothing for ${ms / 1000}s): server restarted or connection lost?`,
         ),
     });
     try {
       for await (const msg of feed) {
         const held = msg.pending + 1;
-        if (chunks === 0 && held < info.chunks) throw corrupt(info, `only ${held} of its ${info.chunks} chunks are in the bucket`);
-        if (chunks === 0 && held > info.chunks) throw corrupt(info, `the bucket holds ${held} chunks, its metadata says ${info.chunks}`);
-        chunks++;
-        size += msg.data.length;
-        digest.update(msg.data);
+        if (check.chunks === 0 && held < info.chunks) throw damaged(info, `only ${held} of its ${info.chunks} chunks are in the bucket`);
+        if (check.chunks === 0 && held > info.chunks) throw damaged(info, `the bucket holds ${held} chunks, its metadata says ${info.chunks}`);
+        check.add(msg.data);
         yield msg.data;
-        if (chunks === info.chunks) break;
+        if (check.complete) break;
       }
     } finally {
       await feed.close();
     }
   }
-  if (chunks !== info.chunks) throw corrupt(info, `only ${chunks} of its ${info.chunks} chunks are in the bucket`);
-  if (size !== info.size) throw corrupt(info, `read ${size} bytes, its metadata says ${info.size}`);
-  const computed = digest.digest();
-  if (computed !== info.digest) throw corrupt(info, `digest ${computed} does not match the recorded ${info.digest}`);
-}
-
-function corrupt(info: { bucket: string; name: string }, why: string): BackupError {
-  return new BackupError(ErrorCode.Internal, `object ${info.name} in bucket ${info.bucket} is damaged: ${why}`);
+  check.verify();
 }

@@ -5,7 +5,7 @@ import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
-import { WatchLost, watchSnapshot } from "../snapshot/snapshot-watch.ts";
+import { WatchLost, watchSnapshot } from "../snapshot/watch.ts";
 import type { FeedMessage, SubjectFeed } from "../catalogue/subject-feed.ts";
 import type { ObjectMetaRecord } from "../catalogue/object-format.ts";
 import type { JobContext } from "./context.ts";

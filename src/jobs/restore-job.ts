@@ -1,8 +1,8 @@
 /**
  * A stream restore: the bucket's stream delivers the backup's archive straight to the server's
  * restore (bounded chunks in flight, each acked by the restore's answer) while this process reads
- * the same chunks with bounded flow to check the digest; only when both are done is the server
- * told to build the stream. A restore that fails leaves no stream behind.
+ * the same chunks with bounded flow to check count, size and digest; only when both are done is
+ * the server told to build the stream. A restore that fails leaves no stream behind.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError } from "../protocol/errors.ts";
@@ -11,6 +11,7 @@ import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
+import { damaged } from "../catalogue/object-check.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -34,6 +35,10 @@ export async function restoreStream(
   if (archive.digest !== manifest.sha256 || archive.size !== manifest.size) {
     throw new BackupError(500, `backup ${manifest.id} is damaged: its archive is not the one its manifest recorded`);
   }
+  const stored = await catalogue.storedChunks(archive);
+  if (stored !== archive.chunks) {
+    throw damaged(archive, stored < archive.chunks ? `only ${stored} of its ${archive.chunks} chunks are in the bucket` : `the bucket holds ${stored} chunks, its metadata says ${archive.chunks}`);
+  }
   const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
 
   // The server builds the stream after the last chunk: about 1-4 s per GiB measured here; allow far more.
@@ -42,18 +47,21 @@ export async function restoreStream(
   let delivery: ArchiveDelivery | undefined;
   try {
     job.progress(0, 0, archive.size);
+    // The bucket delivers to the server while this process reads the same chunks to check them.
+    // (Watching them go by to the server instead saves a read, but on 2 cores this process fell
+    // behind the server's delivery, lost the watch and had to read them again anyway.)
+    const log = ctx.log.child({ job: job.id });
     delivery = await catalogue.deliverArchive(archive, session.deliverSubject, {
       window: ctx.tuning.restoreWindow,
       stallMs: ctx.tuning.snapshotIdleMs,
     });
-    // The bucket delivers to the server while this process reads the same chunks to check the
-    // digest; both must finish before the server may build the stream.
-    const log = ctx.log.child({ job: job.id });
+    const checked = verifyArchive(
+      catalogue.readArchive(ctx.data, archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs: ctx.tuning.snapshotIdleMs }),
+      job.signal,
+    );
+    // Both must be done before the server may build the stream.
     const both = Promise.all([
-      verifyArchive(
-        catalogue.readArchive(ctx.data, archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs: ctx.tuning.snapshotIdleMs }),
-        job.signal,
-      ).then(() => log.debug("archive digest checked")),
+      checked.then(() => log.debug("archive digest checked")),
       delivery
         .done((chunks) => {
           job.progress(Math.round((archive.size * chunks) / Math.max(1, archive.chunks)), chunks, archive.size);
@@ -64,7 +72,7 @@ export async function restoreStream(
     await Promise.race([both, session.lost]);
     log.debug("asking the server to build the stream");
     await delivery.stop();
-    // Only now, with the digest checked by the reader, may the server build the stream.
+    // Only now, with the digest checked, may the server build the stream.
     const created = JSON.parse(await session.finish()) as {
       config?: { num_replicas?: number };
       state?: { messages?: number; bytes?: number; first_seq?: number; last_seq?: number; consumer_count?: number };
