@@ -172,18 +172,22 @@ export class Catalogue {
     return (await this.#subjects(`${prefix}>`)).map((subject) => subject.slice(prefix.length));
   }
 
-  /** When the newest chunk of an upload was stored. */
+  /**
+   * When the newest chunk of an upload was stored. A 2.9 server answers 404 to `last_by_subj`
+   * once the subject's last message was deleted, which is what committing an upload does to its
+   * end message; an upload whose writer died right then is dated by its first chunk instead.
+   */
   async lastChunkTime(nuid: string): Promise<Date | null> {
-    try {
-      const text = await jsApiRequest(
-        this.nc,
-        `STREAM.MSG.GET.${streamOf(this.bucket)}`,
-        JSON.stringify({ last_by_subj: chunkSubject(this.bucket, nuid) }),
-      );
-      return new Date((JSON.parse(text) as { message: { time: string } }).message.time);
-    } catch {
-      return null;
+    const subject = chunkSubject(this.bucket, nuid);
+    for (const query of [{ last_by_subj: subject }, { next_by_subj: subject, seq: 1 }]) {
+      try {
+        const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify(query));
+        return new Date((JSON.parse(text) as { message: { time: string } }).message.time);
+      } catch {
+        // try the next way
+      }
     }
+    return null;
   }
 
   purgeUpload(nuid: string): Promise<void> {

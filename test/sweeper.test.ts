@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { nuid } from "@nats-io/nats-core";
+import { jetstream } from "@nats-io/jetstream";
+import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import { makeStream } from "./harness/fixtures.ts";
+import { jsApi, subjectCounts } from "./harness/inspect.ts";
+import { request, startRig, type ServiceRig } from "./harness/service.ts";
+
+describe("the sweeper", () => {
+  let rig: ServiceRig;
+
+  before(async () => {
+    // No timer: each test sweeps when it wants; orphans count as old after half a second.
+    rig = await startRig({ sweep: { intervalMs: 3_600_000, orphanMinAgeMs: 500 } });
+    await makeStream(rig.nc, "KEEP", { messages: 200 });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test("removes an upload whose writer died while committing it (end message already deleted), and nothing else", async () => {
+    const { nc, svc } = rig;
+    const backup = await request<JobRecord>(nc, "$BACKUP.stream.KEEP", { wait: true }, 60_000);
+    assert.equal(backup.errorCode, null, backup.raw);
+    const kept = (backup.body.result as BackupManifest).chunks;
+
+    // What a writer killed between deleting the snapshot's end message and writing the metadata leaves.
+    const stream = `OBJ_${svc.bucket}`;
+    const subject = `$O.${svc.bucket}.C.${nuid.next()}`;
+    const js = jetstream(nc);
+    for (const data of ["one", "two", "three"]) await js.publish(subject, data);
+    const end = await js.publish(subject, new Uint8Array(0));
+    const deleted = await jsApi<{ success?: boolean }>(nc, `STREAM.MSG.DELETE.${stream}`, { seq: end.seq, no_erase: true });
+    assert.equal(deleted.success, true, JSON.stringify(deleted));
+    assert.deepEqual(await subjectCounts(nc, stream, subject), { [subject]: 3 });
+
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await svc.sweeper.sweep(); // the one started with the service may still be running: a fresh one next
+    const report = await svc.sweeper.sweep();
+    assert.ok(report.purgedUploads.includes(subject.split(".").at(-1)!), JSON.stringify(report));
+    assert.deepEqual(await subjectCounts(nc, stream, subject), {});
+
+    const listed = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const manifest = listed.body.backups.find((m) => m.id === backup.body.id);
+    assert.ok(manifest, "the completed backup is still listed");
+    // backup.json, stream.tar.s2 (its `kept` chunks) and manifest.json: three uploads, untouched.
+    const remaining = await subjectCounts(nc, stream, `$O.${svc.bucket}.C.>`);
+    assert.equal(Object.keys(remaining).length, 3, JSON.stringify(remaining));
+    assert.ok(Object.values(remaining).includes(kept), JSON.stringify(remaining));
+  });
+});
