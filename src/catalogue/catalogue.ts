@@ -7,7 +7,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
-import { BackupError } from "../protocol/errors.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
 import { ArchiveUpload, purgeChunks } from "./archive-upload.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
@@ -150,9 +150,23 @@ export class Catalogue {
     return removed;
   }
 
-  /** Every live object of the bucket, complete backups or not. */
-  async objects(): Promise<ObjectInfo[]> {
-    return (await this.store.list()).filter((info) => !info.deleted);
+  /**
+   * Every live object of the bucket, complete backups or not, read as one metadata message per
+   * subject. It throws rather than return a short list, since the sweeper removes what no object
+   * references (the library's list can end early when the server restarts during it).
+   */
+  async objects(): Promise<ObjectMetaRecord[]> {
+    const subjects = await this.#subjects(metaSubject(this.bucket, "") + ">");
+    const live: ObjectMetaRecord[] = [];
+    for (let i = 0; i < subjects.length; i += ListBatch) {
+      const batch = subjects.slice(i, i + ListBatch);
+      const metas = await Promise.all(batch.map((s) => this.#lastMeta(s)));
+      metas.forEach((meta, k) => {
+        if (!meta) throw new BackupError(ErrorCode.Unavailable, `listing bucket ${this.bucket}: no metadata on ${batch[k]}`);
+        if (!meta.deleted) live.push(meta);
+      });
+    }
+    return live;
   }
 
   async deleteObject(name: string): Promise<void> {
