@@ -173,13 +173,6 @@ export class Catalogue {
     await this.store.delete(name);
   }
 
-  /** How many chunks of an object the bucket's stream holds. */
-  async storedChunks(info: ObjectInfo): Promise<number> {
-    const subject = chunkSubject(this.bucket, info.nuid);
-    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: subject }));
-    return (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects?.[subject] ?? 0;
-  }
-
   /** The upload ids (nuids) that have chunks in the bucket's stream. */
   async chunkUploads(): Promise<string[]> {
     const prefix = chunkSubject(this.bucket, "");

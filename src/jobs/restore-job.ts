@@ -11,7 +11,6 @@ import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
-import { damaged } from "../catalogue/object-check.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -34,10 +33,6 @@ export async function restoreStream(
   const archive = await catalogue.archiveInfo(manifest.id);
   if (archive.digest !== manifest.sha256 || archive.size !== manifest.size) {
     throw new BackupError(500, `backup ${manifest.id} is damaged: its archive is not the one its manifest recorded`);
-  }
-  const stored = await catalogue.storedChunks(archive);
-  if (stored !== archive.chunks) {
-    throw damaged(archive, stored < archive.chunks ? `only ${stored} of its ${archive.chunks} chunks are in the bucket` : `the bucket holds ${stored} chunks, its metadata says ${archive.chunks}`);
   }
   const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
 

@@ -101,14 +101,18 @@ export class NatsServer {
     return connect({ servers: this.url, ...opts });
   }
 
-  /** Stops the process (SIGTERM, then SIGKILL), keeping the store. */
+  /**
+   * Stops the process (SIGTERM, then SIGKILL), keeping the store. A server that just took tens of
+   * MB can need more than 5 s to shut down; a SIGKILL then loses writes it had not flushed, so a
+   * restart would look like a crash.
+   */
   async halt(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     const proc = this.#proc;
     this.#proc = null;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
     proc.kill(signal);
-    const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
     await exited;
     clearTimeout(timer);
   }
