@@ -13,6 +13,12 @@ import { jsApiRequest } from "../snapshot/jsapi.ts";
 import { ObjectDigest, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { SubjectFeed, type FeedMessage, type FeedOptions } from "./subject-feed.ts";
 
+/**
+ * A write to the bucket waits this long for its ack: under load (in the crash test, right after a
+ * kill, while the sweeper purged thousands of chunks) the clients' 5 s default ran out.
+ */
+export const BucketWriteTimeoutMs = 30_000;
+
 export class ArchiveUpload {
   readonly nuid = nuid.next();
   readonly subject: string;
@@ -85,7 +91,7 @@ export class ArchiveUpload {
 
   /** Removes the sender's empty end message (a restore would take it for its own end), then publishes the metadata. */
   async #commit(endSeq: number): Promise<ObjectMetaRecord> {
-    await jsApiRequest(this.nc, `STREAM.MSG.DELETE.${streamOf(this.bucket)}`, JSON.stringify({ seq: endSeq, no_erase: true }));
+    await jsApiRequest(this.nc, `STREAM.MSG.DELETE.${streamOf(this.bucket)}`, JSON.stringify({ seq: endSeq, no_erase: true }), BucketWriteTimeoutMs);
     const meta: ObjectMetaRecord = {
       name: this.name,
       description: "",
@@ -100,7 +106,7 @@ export class ArchiveUpload {
     };
     const h = headers();
     h.set("Nats-Rollup", "sub");
-    await this.js.publish(metaSubject(this.bucket, this.name), JSON.stringify(meta), { headers: h, timeout: 10_000 });
+    await this.js.publish(metaSubject(this.bucket, this.name), JSON.stringify(meta), { headers: h, timeout: BucketWriteTimeoutMs });
     return meta;
   }
 

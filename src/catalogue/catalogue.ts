@@ -9,7 +9,7 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
-import { ArchiveUpload, purgeChunks } from "./archive-upload.ts";
+import { ArchiveUpload, BucketWriteTimeoutMs, purgeChunks } from "./archive-upload.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
 import { readObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
@@ -51,7 +51,7 @@ export class Catalogue {
   }
 
   async putConfig(id: string, backupJson: string): Promise<void> {
-    await this.store.putBlob({ name: objectNames(id).config }, new TextEncoder().encode(backupJson));
+    await this.store.putBlob({ name: objectNames(id).config }, new TextEncoder().encode(backupJson), { timeout: BucketWriteTimeoutMs });
   }
 
   /** The backup.json text; small, so read whole (the library checks its digest). */
@@ -88,6 +88,7 @@ export class Catalogue {
     await this.store.putBlob(
       { name: objectNames(manifest.id).manifest, metadata: { [ManifestMetadataKey]: json } },
       new TextEncoder().encode(json),
+      { timeout: BucketWriteTimeoutMs },
     );
   }
 
