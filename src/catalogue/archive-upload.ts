@@ -2,9 +2,10 @@
  * The archive of a backup, written into the bucket by the server itself: the snapshot's deliver
  * subject is the object's chunk subject, so the bucket's stream stores every chunk as the server
  * sends it, and its publish acks are the acks the snapshot's flow control waits for. The service
- * reads the chunks back as they are stored (bounded, see subject-feed.ts) to hash and count them;
- * what it hashed is therefore what the bucket holds. Once the end is read, it writes the metadata
- * that makes the object visible.
+ * hashes and counts the chunks, either as they go by (`add` from a watch, then `finishWatched`
+ * checks that the bucket stored as many) or read back as stored (`stored`, then `finish`); see
+ * backup-job.ts. Then it deletes the snapshot's end message and writes the metadata that makes
+ * the object visible.
  */
 import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";

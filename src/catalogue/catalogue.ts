@@ -100,12 +100,9 @@ export class Catalogue {
     const subjects = await this.#subjects(metaSubject(this.bucket, "") + ">");
     const manifestSubjects = subjects.filter((s) => nameOfMetaSubject(this.bucket, s).endsWith(ManifestSuffix));
     const manifests: BackupManifest[] = [];
-    for (let i = 0; i < manifestSubjects.length; i += ListBatch) {
-      const metas = await Promise.all(manifestSubjects.slice(i, i + ListBatch).map((s) => this.#lastMeta(s)));
-      for (const meta of metas) {
-        const manifest = meta && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
-        if (manifest && (stream === undefined || manifest.stream === stream)) manifests.push(manifest);
-      }
+    for (const meta of await this.#lastMetas(manifestSubjects)) {
+      const manifest = meta && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
+      if (manifest && (stream === undefined || manifest.stream === stream)) manifests.push(manifest);
     }
     return manifests.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   }
@@ -114,6 +111,15 @@ export class Catalogue {
   async #subjects(filter: string): Promise<string[]> {
     const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: filter }));
     return Object.keys((JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects ?? {});
+  }
+
+  /** The last metadata message of each subject (null where there is none), `ListBatch` requests at a time. */
+  async #lastMetas(subjects: string[]): Promise<(ObjectMetaRecord | null)[]> {
+    const metas: (ObjectMetaRecord | null)[] = [];
+    for (let i = 0; i < subjects.length; i += ListBatch) {
+      metas.push(...(await Promise.all(subjects.slice(i, i + ListBatch).map((s) => this.#lastMeta(s)))));
+    }
+    return metas;
   }
 
   async #lastMeta(subject: string): Promise<ObjectMetaRecord | null> {
@@ -158,15 +164,12 @@ export class Catalogue {
    */
   async objects(): Promise<ObjectMetaRecord[]> {
     const subjects = await this.#subjects(metaSubject(this.bucket, "") + ">");
+    const metas = await this.#lastMetas(subjects);
     const live: ObjectMetaRecord[] = [];
-    for (let i = 0; i < subjects.length; i += ListBatch) {
-      const batch = subjects.slice(i, i + ListBatch);
-      const metas = await Promise.all(batch.map((s) => this.#lastMeta(s)));
-      metas.forEach((meta, k) => {
-        if (!meta) throw new BackupError(ErrorCode.Unavailable, `listing bucket ${this.bucket}: no metadata on ${batch[k]}`);
-        if (!meta.deleted) live.push(meta);
-      });
-    }
+    metas.forEach((meta, i) => {
+      if (!meta) throw new BackupError(ErrorCode.Unavailable, `listing bucket ${this.bucket}: no metadata on ${subjects[i]}`);
+      if (!meta.deleted) live.push(meta);
+    });
     return live;
   }
 

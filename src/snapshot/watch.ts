@@ -1,7 +1,6 @@
 /**
  * Watching a subject the server sends bulk data on (a snapshot's chunks on their way into the
- * bucket, an archive's chunks on their way to a restore), with a plain subscription that hashes
- * them as they go by. Nothing slows the server for the watcher, and a server drops a connection
+ * bucket) with a plain subscription that hashes them as they go by. Nothing slows the server for the watcher, and a server drops a connection
  * that falls 64 MiB (`max_pending`) behind as a slow consumer; so any break (a disconnect, a
  * closed subscription, silence) voids the watch: `ended` rejects with `WatchLost`, and the caller
  * must not trust what it saw.
