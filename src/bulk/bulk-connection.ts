@@ -1,0 +1,263 @@
+/**
+ * A NATS connection for one job's bulk reads: subscriptions whose payloads reach their handler in
+ * the pieces the socket delivered, and small publishes (acks). It has no reconnect: data that
+ * was in flight when a connection broke is gone either way, so its subscriptions are told
+ * (`lost`) and the job decides. One per job, so that the server dropping a reader that fell
+ * behind (a slow consumer) touches nothing else.
+ *
+ * Why not a second nats.js connection: its parser copies every payload that spans two socket
+ * reads into a growing buffer; at snapshot rates those copies and their garbage took about a third
+ * of the service's CPU, and a reader that cannot keep up with a snapshot loses it.
+ */
+import { isIP, connect as tcpConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions } from "node:tls";
+import { readFileSync } from "node:fs";
+import type { Auth, Authenticator, MsgHdrs, NatsConnection, ServerInfo, TlsOptions } from "@nats-io/nats-core";
+import { MsgHdrsImpl, type NatsConnectionImpl } from "@nats-io/nats-core/internal";
+import { packageVersion } from "../version.ts";
+import { ProtocolReader, type ProtocolEvents } from "./protocol-reader.ts";
+
+export interface BulkMessage {
+  subject: string;
+  reply?: string;
+  headers?: MsgHdrs;
+  /** Payload bytes that follow in `part` calls. */
+  size: number;
+}
+
+/** Called synchronously, in order, from the socket's reads. */
+export interface BulkHandler {
+  begin(msg: BulkMessage): void;
+  /** A piece of the payload: a view valid only during the call. */
+  part(bytes: Uint8Array): void;
+  end(): void;
+  /** No more calls: the connection broke, or a call above threw (`err` is what it threw). */
+  lost(err: Error): void;
+}
+
+export interface BulkSubscription {
+  unsubscribe(): void;
+}
+
+export interface BulkConnectOptions {
+  /** `host:port`, or a URL such as nats://host:port. */
+  server: string;
+  /** Shown by `nats server report connections`. */
+  name: string;
+  authenticator?: Authenticator;
+  tls?: TlsOptions | null;
+  timeoutMs?: number;
+}
+
+export class BulkConnectionError extends Error {}
+
+export class BulkConnection {
+  #socket: Socket;
+  #reader: ProtocolReader;
+  #handlers = new Map<number, BulkHandler>();
+  #nextSid = 1;
+  /** The handler of the message being read (undefined: unsubscribed, skip it). */
+  #current: BulkHandler | undefined;
+  #currentSid = 0;
+  #pongs: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  #out: string[] = [];
+  #failure: Error | null = null;
+  #closed: Promise<Error | null>;
+  #onClosed!: (err: Error | null) => void;
+
+  private constructor(socket: Socket, readonly server: string) {
+    this.#socket = socket;
+    this.#closed = new Promise((resolve) => (this.#onClosed = resolve));
+    this.#reader = new ProtocolReader(this.#events());
+  }
+
+  /** A bulk connection to the server `nc` is connected to, with its credentials and TLS settings. */
+  static like(nc: NatsConnection, name: string): Promise<BulkConnection> {
+    const { options } = nc as unknown as NatsConnectionImpl;
+    const authenticator = typeof options.authenticator === "function" ? options.authenticator : undefined;
+    return BulkConnection.open({ server: nc.getServer(), name, authenticator, tls: options.tls, timeoutMs: options.timeout });
+  }
+
+  static async open(opts: BulkConnectOptions): Promise<BulkConnection> {
+    const { host, port } = hostPort(opts.server);
+    const timeoutMs = opts.timeoutMs ?? 20_000;
+    let socket: Socket = opts.tls?.handshakeFirst ? tlsConnect({ host, port, ...tlsSettings(opts.tls, host) }) : tcpConnect({ host, port });
+    socket.setNoDelay(true);
+    const conn = new BulkConnection(socket, `${host}:${port}`);
+    const handshake = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new BulkConnectionError(`connecting to ${host}:${port} took more than ${timeoutMs / 1000}s`)), timeoutMs);
+      let infoSeen = false;
+      conn.#handshake = {
+        info: (info) => {
+          if (infoSeen) return;
+          infoSeen = true;
+          const wantTls = !opts.tls?.handshakeFirst && (info.tls_required || (opts.tls !== undefined && opts.tls !== null));
+          if (wantTls) {
+            socket.removeAllListeners("data");
+            socket = tlsConnect({ socket, ...tlsSettings(opts.tls ?? {}, host) });
+            conn.#attach(socket);
+          }
+          const auth: Auth | Record<string, never> = opts.authenticator?.(info.nonce) ?? {};
+          const connect = {
+            verbose: false,
+            pedantic: false,
+            protocol: 1,
+            headers: true,
+            no_responders: true,
+            lang: "nats-backup",
+            version: packageVersion,
+            name: opts.name,
+            ...(wantTls ? { tls_required: true } : {}),
+            ...auth,
+          };
+          conn.#write(`CONNECT ${JSON.stringify(connect)}\r\nPING\r\n`);
+          conn.#pongs.push({ resolve, reject });
+        },
+        fail: reject,
+      };
+    });
+    conn.#attach(socket);
+    try {
+      await handshake;
+    } catch (err) {
+      conn.close(err as Error);
+      throw err;
+    } finally {
+      conn.#handshake = null;
+    }
+    return conn;
+  }
+
+  #handshake: { info: (info: ServerInfo) => void; fail: (err: Error) => void } | null = null;
+
+  /** Resolves when the connection is gone, with why (null: closed by this side without error). */
+  get closed(): Promise<Error | null> {
+    return this.#closed;
+  }
+
+  get isClosed(): boolean {
+    return this.#failure !== null;
+  }
+
+  subscribe(subject: string, handler: BulkHandler): BulkSubscription {
+    if (this.#failure) throw this.#failure;
+    const sid = this.#nextSid++;
+    this.#handlers.set(sid, handler);
+    this.#write(`SUB ${subject} ${sid}\r\n`);
+    return {
+      unsubscribe: () => {
+        if (!this.#handlers.delete(sid)) return;
+        if (this.#current && this.#currentSid === sid) this.#current = undefined;
+        if (!this.#failure) this.#write(`UNSUB ${sid}\r\n`);
+      },
+    };
+  }
+
+  /** Publishes an empty message (an ack). */
+  publish(subject: string): void {
+    if (this.#failure) throw this.#failure;
+    this.#write(`PUB ${subject} 0\r\n\r\n`);
+  }
+
+  /** Resolves once the server has processed everything sent so far. */
+  flush(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      this.#pongs.push({ resolve, reject });
+      this.#write("PING\r\n");
+    });
+  }
+
+  close(err?: Error): void {
+    if (this.#failure) return;
+    this.#failure = err ?? new BulkConnectionError(`the data connection to ${this.server} was closed`);
+    this.#socket.destroy();
+    for (const pong of this.#pongs.splice(0)) pong.reject(this.#failure);
+    const handlers = [...this.#handlers.values()];
+    this.#handlers.clear();
+    this.#current = undefined;
+    for (const handler of handlers) handler.lost(this.#failure);
+    this.#handshake?.fail(this.#failure);
+    this.#onClosed(err ?? null);
+  }
+
+  #attach(socket: Socket): void {
+    this.#socket = socket;
+    socket.on("data", (buf: Buffer) => {
+      if (this.#failure) return;
+      try {
+        this.#reader.feed(buf);
+      } catch (err) {
+        this.close(new BulkConnectionError(`the data connection to ${this.server} failed: ${(err as Error).message}`));
+      }
+    });
+    socket.on("error", (err) => this.close(new BulkConnectionError(`the data connection to ${this.server} failed: ${err.message}`)));
+    socket.on("close", () => this.close(new BulkConnectionError(`the server closed the data connection (${this.server})`)));
+  }
+
+  #events(): ProtocolEvents {
+    return {
+      info: (json) => this.#handshake?.info(JSON.parse(json) as ServerInfo),
+      ping: () => this.#write("PONG\r\n"),
+      pong: () => this.#pongs.shift()?.resolve(),
+      error: (text) => this.close(new BulkConnectionError(`the server refused the data connection's request: ${text}`)),
+      begin: (sid, subject, reply, headers, size) => {
+        const handler = this.#handlers.get(sid);
+        this.#current = handler;
+        this.#currentSid = sid;
+        if (!handler) return;
+        const msg: BulkMessage = { subject, size };
+        if (reply !== undefined) msg.reply = reply;
+        if (headers) msg.headers = MsgHdrsImpl.decode(headers);
+        this.#call(sid, handler, () => handler.begin(msg));
+      },
+      part: (sid, bytes) => {
+        const handler = this.#current;
+        if (handler) this.#call(sid, handler, () => handler.part(bytes));
+      },
+      end: (sid) => {
+        const handler = this.#current;
+        this.#current = undefined;
+        if (handler) this.#call(sid, handler, () => handler.end());
+      },
+    };
+  }
+
+  /** A handler that throws is unsubscribed and told why. */
+  #call(sid: number, handler: BulkHandler, call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      if (this.#handlers.get(sid) === handler) {
+        this.#handlers.delete(sid);
+        this.#current = undefined;
+        if (!this.#failure) this.#write(`UNSUB ${sid}\r\n`);
+      }
+      handler.lost(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** Writes are gathered and sent once per turn of the event loop. */
+  #write(text: string): void {
+    if (this.#out.push(text) === 1) {
+      queueMicrotask(() => {
+        const out = this.#out.join("");
+        this.#out = [];
+        if (!this.#socket.destroyed) this.#socket.write(out);
+      });
+    }
+  }
+}
+
+function hostPort(server: string): { host: string; port: number } {
+  const url = new URL(/^[a-z]+:\/\//i.test(server) ? server : `nats://${server}`);
+  return { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port ? Number(url.port) : 4222 };
+}
+
+function tlsSettings(tls: TlsOptions, host: string): TlsConnectionOptions {
+  const read = (file?: string) => (file ? readFileSync(file) : undefined);
+  const ca = tls.ca ?? read(tls.caFile);
+  const cert = tls.cert ?? read(tls.certFile);
+  const key = tls.key ?? read(tls.keyFile);
+  return { ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
+}
