@@ -19,16 +19,14 @@ describe("a snapshot that outruns the service", () => {
   let server: NatsServer;
   let nc: NatsConnection;
   let serviceNc: NatsConnection;
-  let dataNc: NatsConnection;
   let svc: BackupService;
 
   before(async () => {
     server = await NatsServer.start({ config: "max_pending: 2MB" });
     nc = await server.connect();
     serviceNc = await server.connect({ name: "service" });
-    dataNc = await server.connect({ name: "service-data" });
     // Read-back windows that fit under the small max_pending.
-    svc = await startService(serviceNc, { dataConnection: dataNc, tuning: { readBudgetBytes: 512 * 1024 } });
+    svc = await startService(serviceNc, { tuning: { readBudgetBytes: 512 * 1024 } });
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: "FAST", subjects: ["fast.>"], storage: "file" as never });
     const js = jetstream(nc);
@@ -36,7 +34,6 @@ describe("a snapshot that outruns the service", () => {
   });
   after(async () => {
     await svc?.stop();
-    await dataNc?.close();
     await serviceNc?.close();
     await nc?.close();
     await server?.stop();
@@ -49,7 +46,7 @@ describe("a snapshot that outruns the service", () => {
     await nc.flush();
     const done = request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
     for await (const _ of snapshotCreated) break;
-    // Hold this process (the service's too) while the server sends: its data connection falls behind.
+    // Hold this process (the service's too) while the server sends: the job's bulk connection falls behind.
     const until = Date.now() + 400;
     while (Date.now() < until);
 

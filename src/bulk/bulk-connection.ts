@@ -71,9 +71,13 @@ export class BulkConnection {
     this.#reader = new ProtocolReader(this.#events());
   }
 
-  /** A bulk connection to the server `nc` is connected to, with its credentials and TLS settings. */
-  static like(nc: NatsConnection, name: string): Promise<BulkConnection> {
+  /**
+   * A bulk connection to the server `nc` is connected to, with its credentials and TLS settings,
+   * named after it (`<name>-data`).
+   */
+  static like(nc: NatsConnection, name?: string): Promise<BulkConnection> {
     const { options } = nc as unknown as NatsConnectionImpl;
+    name ??= `${options.name ?? "nats"}-data`;
     const authenticator = typeof options.authenticator === "function" ? options.authenticator : undefined;
     return BulkConnection.open({ server: nc.getServer(), name, authenticator, tls: options.tls, timeoutMs: options.timeout });
   }

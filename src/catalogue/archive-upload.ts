@@ -2,17 +2,18 @@
  * The archive of a backup, written into the bucket by the server itself: the snapshot's deliver
  * subject is the object's chunk subject, so the bucket's stream stores every chunk as the server
  * sends it, and its publish acks are the acks the snapshot's flow control waits for. The service
- * hashes and counts the chunks, either as they go by (`add` from a watch, then `finishWatched`
+ * hashes and counts the chunks (`tally`), either as they go by (from a watch, then `finishWatched`
  * checks that the bucket stored as many) or read back as stored (`stored`, then `finish`); see
  * backup-job.ts. Then it deletes the snapshot's end message and writes the metadata that makes
  * the object visible.
  */
 import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
+import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
-import { ObjectDigest, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
-import { SubjectFeed, type FeedMessage, type FeedOptions } from "./subject-feed.ts";
+import { ChunkTally, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { SubjectFeed, type FeedOptions, type StoredMessage, type StoredMessageHandler } from "./subject-feed.ts";
 
 /**
  * A write to the bucket waits this long for its ack: under load (in the crash test, right after a
@@ -23,9 +24,8 @@ export const BucketWriteTimeoutMs = 30_000;
 export class ArchiveUpload {
   readonly nuid = nuid.next();
   readonly subject: string;
-  #size = 0;
-  #chunks = 0;
-  #digest = new ObjectDigest();
+  /** What was hashed: the caller hands it the chunks (seen going by, or read back). */
+  readonly tally = new ChunkTally();
   #feed: SubjectFeed | null = null;
 
   constructor(
@@ -38,34 +38,20 @@ export class ArchiveUpload {
     this.subject = chunkSubject(bucket, this.nuid);
   }
 
-  get size(): number {
-    return this.#size;
-  }
-  get chunks(): number {
-    return this.#chunks;
-  }
-
   /**
    * What the bucket stores on the upload's subject, in order, as it is stored. Opened before
    * anything is sent there; the caller decides which message is the last.
    */
-  async stored(via: NatsConnection, opts: FeedOptions): Promise<SubjectFeed> {
-    this.#feed = await SubjectFeed.open(this.nc, via, streamOf(this.bucket), this.subject, {
+  async stored(bulk: BulkConnection, handler: StoredMessageHandler, opts: FeedOptions): Promise<SubjectFeed> {
+    this.#feed = await SubjectFeed.open(this.nc, bulk, streamOf(this.bucket), this.subject, handler, {
       description: `nats-backup: upload of ${this.name}`,
       ...opts,
     });
     return this.#feed;
   }
 
-  /** A chunk the bucket stored (read back, or seen on its way in). */
-  add(chunk: Uint8Array): void {
-    this.#digest.update(chunk);
-    this.#size += chunk.length;
-    this.#chunks++;
-  }
-
   /** After the last chunk was read back, given the end message the sender stored. */
-  async finish(end: FeedMessage): Promise<ObjectMetaRecord> {
+  async finish(end: StoredMessage): Promise<ObjectMetaRecord> {
     await this.#feed?.close();
     if (end.pending !== 0) {
       throw new BackupError(ErrorCode.Internal, `bucket ${this.bucket} holds ${end.pending} unexpected messages after the end of ${this.name}`);
@@ -99,10 +85,10 @@ export class ArchiveUpload {
       options: { max_chunk_size: this.maxChunkSize },
       bucket: this.bucket,
       nuid: this.nuid,
-      size: this.#size,
-      chunks: this.#chunks,
+      size: this.tally.size,
+      chunks: this.tally.chunks,
       mtime: new Date().toISOString(),
-      digest: this.#digest.digest(),
+      digest: this.tally.digest(),
       deleted: false,
     };
     const h = headers();

@@ -11,9 +11,10 @@ import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
 import { ArchiveUpload, BucketWriteTimeoutMs, purgeChunks } from "./archive-upload.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
-import { readObject, type ObjectReadOptions } from "./object-reader.ts";
+import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
+import type { BulkConnection } from "../bulk/bulk-connection.ts";
 
 export interface CatalogueOptions {
   bucket: string;
@@ -77,9 +78,9 @@ export class Catalogue {
     return ArchiveDelivery.start(this.nc, info as unknown as ObjectMetaRecord, subject, opts);
   }
 
-  /** The archive's chunks, read through `via` (a data connection); size and digest are checked. */
-  readArchive(via: NatsConnection, info: ObjectInfo, opts: ObjectReadOptions): AsyncGenerator<Uint8Array> {
-    return readObject(this.nc, via, info as unknown as ObjectMetaRecord, opts);
+  /** Reads the whole archive on `bulk` and checks its chunk count, size and digest (500, damaged, when they differ). */
+  checkArchive(bulk: BulkConnection, info: ObjectInfo, opts: ObjectReadOptions): Promise<void> {
+    return checkObject(this.nc, bulk, info as unknown as ObjectMetaRecord, opts);
   }
 
   /** Makes a backup visible as completed. */

@@ -18,11 +18,30 @@ export function base64UrlPadded(bytes: Uint8Array): string {
 
 export const DigestPrefix = "SHA-256=";
 
-/** SHA-256 in the object store's digest notation, computed natively. */
-export class ObjectDigest {
+/** Where an object's chunks go as they are read: each in pieces, then its end. */
+export interface ChunkSink {
+  part(bytes: Uint8Array): void;
+  endChunk(): void;
+}
+
+/** Counts an object's chunks and bytes and hashes them (SHA-256, natively) in the object store's digest notation. */
+export class ChunkTally implements ChunkSink {
   #hash: Hash = createHash("sha256");
-  update(chunk: Uint8Array): void {
-    this.#hash.update(chunk);
+  #size = 0;
+  #chunks = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+  get chunks(): number {
+    return this.#chunks;
+  }
+  part(bytes: Uint8Array): void {
+    this.#hash.update(bytes);
+    this.#size += bytes.length;
+  }
+  endChunk(): void {
+    this.#chunks++;
   }
   digest(): string {
     return DigestPrefix + base64UrlPadded(this.#hash.digest());

@@ -1,8 +1,9 @@
 /**
  * Reads one object's chunks with bounded flow (see subject-feed.ts; the library's reader pushes
- * the whole object without waiting for its reader). Size, chunk count and digest are checked.
+ * the whole object without waiting for its reader) and checks their count, size and digest.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
+import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { ObjectCheck, damaged } from "./object-check.ts";
@@ -13,38 +14,54 @@ export interface ObjectReadOptions {
   budgetBytes: number;
   /** Fail when the bucket delivers nothing for this long. */
   idleMs: number;
+  signal?: AbortSignal;
 }
 
-export async function* readObject(
+/** Resolves once the whole object was read and found to be the recorded one; rejects (500, damaged) otherwise. */
+export async function checkObject(
   nc: NatsConnection,
-  via: NatsConnection,
+  bulk: BulkConnection,
   info: Pick<ObjectMetaRecord, "bucket" | "name" | "nuid" | "size" | "chunks" | "digest" | "options">,
   opts: ObjectReadOptions,
-): AsyncGenerator<Uint8Array> {
+): Promise<void> {
   const check = new ObjectCheck(info);
   if (info.chunks > 0) {
     const chunkSize = Math.max(1, info.options?.max_chunk_size ?? 128 * 1024);
-    const feed = await SubjectFeed.open(nc, via, streamOf(info.bucket), chunkSubject(info.bucket, info.nuid), {
-      window: Math.max(1, Math.floor(opts.budgetBytes / chunkSize)),
-      idleMs: opts.idleMs,
-      description: `nats-backup: read of ${info.name}`,
-      idleError: (ms) =>
-        new BackupError(
-          ErrorCode.Unavailable,
-          `reading ${info.name} from bucket ${info.bucket} stalled after ${check.chunks} of ${info.chunks} chunks (nothing for ${ms / 1000}s): server restarted or connection lost?`,
-        ),
-    });
+    let pending = 0;
+    const feed = await SubjectFeed.open(
+      nc,
+      bulk,
+      streamOf(info.bucket),
+      chunkSubject(info.bucket, info.nuid),
+      {
+        begin: (msg) => (pending = msg.pending),
+        part: (bytes) => check.part(bytes),
+        end: () => {
+          check.endChunk();
+          // Counted as read: after a restart a 2.9 server can misreport the subject's message count
+          // in STREAM.INFO, while the consumer's pending count stays right.
+          if (pending === 0 && !check.complete) throw damaged(info, `only ${check.chunks} of its ${info.chunks} chunks are in the bucket`);
+          if (check.complete && pending > 0) throw damaged(info, `the bucket holds more than the ${info.chunks} chunks its metadata says`);
+          return check.complete ? "done" : "more";
+        },
+      },
+      {
+        window: Math.max(1, Math.floor(opts.budgetBytes / chunkSize)),
+        idleMs: opts.idleMs,
+        description: `nats-backup: read of ${info.name}`,
+        idleError: (ms) =>
+          new BackupError(
+            ErrorCode.Unavailable,
+            `reading ${info.name} from bucket ${info.bucket} stalled after ${check.chunks} of ${info.chunks} chunks (nothing for ${ms / 1000}s): server restarted or connection lost?`,
+          ),
+      },
+    );
+    const onAbort = () => feed.fail(BackupError.from(opts.signal?.reason));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      for await (const msg of feed) {
-        // Counted as read: after a restart a 2.9 server can misreport the subject's message count
-        // in STREAM.INFO, while the consumer's pending count stays right.
-        check.add(msg.data);
-        if (msg.pending === 0 && !check.complete) throw damaged(info, `only ${check.chunks} of its ${info.chunks} chunks are in the bucket`);
-        if (check.complete && msg.pending > 0) throw damaged(info, `the bucket holds more than the ${info.chunks} chunks its metadata says`);
-        yield msg.data;
-        if (check.complete) break;
-      }
+      await feed.done;
     } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
       await feed.close();
     }
   }

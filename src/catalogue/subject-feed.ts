@@ -1,12 +1,12 @@
 /**
  * Reads, in order, what the bucket's stream stores on one subject, through an ephemeral push
- * consumer whose acks are the flow control: the server keeps at most `window` messages unacked,
- * and a message is acked only when the reader asks for the next one. A slow reader therefore
- * slows the server's delivery instead of piling bytes on the connection, where the server would
- * cut the whole connection off as a slow consumer once 64 MiB are pending. (A plain subscription
- * to a snapshot's chunks has no such bound: a 2.9 server waits only 10 ms for snapshot acks.)
+ * consumer that delivers to a bulk connection. Each message is handed over in pieces as it
+ * arrives and acked when its last piece was handled; the server keeps at most `window`
+ * messages unacked, so a slow reader slows the server's delivery instead of piling bytes on the
+ * connection (where the server would cut it off as a slow consumer once 64 MiB are pending).
  */
-import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { createInbox, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import type { BulkConnection, BulkSubscription } from "../bulk/bulk-connection.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
 
@@ -20,141 +20,147 @@ export interface FeedOptions {
   description?: string;
 }
 
-/** A stored message, with where it sits in the stream. */
-export interface FeedMessage {
-  data: Uint8Array;
+/** A stored message, with where it sits in the stream; its payload follows in pieces. */
+export interface StoredMessage {
   headers?: MsgHdrs;
+  size: number;
   /** Stream sequence. */
   seq: number;
   /** Messages on the subject stored after this one and not delivered yet. */
   pending: number;
 }
 
+/** Called synchronously, in order, as the messages arrive. */
+export interface StoredMessageHandler {
+  begin(msg: StoredMessage): void;
+  part(bytes: Uint8Array): void;
+  /** The message was read: `done` stops the feed (and it resolves). */
+  end(): "more" | "done";
+}
+
 const AckWaitNanos = 600 * 1e9;
 
-export class SubjectFeed implements AsyncIterable<FeedMessage> {
-  #queue: Msg[] = [];
-  #failure: Error | null = null;
-  #wake: (() => void) | null = null;
-  #idleTimer: NodeJS.Timeout | null = null;
+export class SubjectFeed {
+  #sub: BulkSubscription | null = null;
   #consumer: string | null = null;
-  #closed = false;
+  #idleTimer: NodeJS.Timeout | null = null;
+  #reply: string | null = null;
   #delivered = 0;
+  #settled = false;
+  #resolve!: () => void;
+  #reject!: (err: Error) => void;
+  /** Resolves when the handler said `done`; rejects on a failure (gap, idle, connection lost, handler threw). */
+  readonly done: Promise<void>;
 
   private constructor(
     /** JetStream API requests. */
     private readonly nc: NatsConnection,
     readonly stream: string,
     readonly subject: string,
-    private readonly sub: Subscription,
     private readonly opts: FeedOptions,
-  ) {}
+  ) {
+    this.done = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.done.catch(() => {});
+  }
 
   /**
-   * Starts delivery from the subject's first stored message (and of everything stored later).
-   * `via` receives the messages (a data connection); `nc` makes the API requests.
+   * Starts delivery from the subject's first stored message (and of everything stored later):
+   * the messages come on `bulk`, the API requests go on `nc`.
    */
-  static async open(nc: NatsConnection, via: NatsConnection, stream: string, subject: string, opts: FeedOptions): Promise<SubjectFeed> {
+  static async open(
+    nc: NatsConnection,
+    bulk: BulkConnection,
+    stream: string,
+    subject: string,
+    handler: StoredMessageHandler,
+    opts: FeedOptions,
+  ): Promise<SubjectFeed> {
+    const feed = new SubjectFeed(nc, stream, subject, opts);
     const inbox = createInbox();
-    let feed: SubjectFeed | null = null;
-    const sub = via.subscribe(inbox, { callback: (err, msg) => (err ? feed?.fail(err) : feed?.receive(msg)) });
-    feed = new SubjectFeed(nc, stream, subject, sub, opts);
-    // The server must know the inbox before the consumer delivers to it (the connection may be reconnecting).
+    feed.#sub = bulk.subscribe(inbox, {
+      begin: (msg) => {
+        // Stored messages come with an ack subject; anything else (a status) is not data.
+        feed.#reply = msg.reply?.startsWith("$JS.ACK.") ? msg.reply : null;
+        if (!feed.#reply || feed.#settled) return;
+        feed.#armIdleTimer();
+        handler.begin({ ...feed.#position(feed.#reply), size: msg.size, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+      part: (bytes) => {
+        if (feed.#reply && !feed.#settled) handler.part(bytes);
+      },
+      end: () => {
+        const reply = feed.#reply;
+        if (!reply || feed.#settled) return;
+        // Handled: only now may the server send one more.
+        const next = handler.end();
+        bulk.publish(reply);
+        if (next === "done") feed.#settle();
+      },
+      lost: (err) => feed.fail(err),
+    });
     try {
-      await flushWithin(via, opts.idleMs);
-    } catch (err) {
-      sub.unsubscribe();
-      throw err;
-    }
-    void sub.closed.then(() => feed.fail(new BackupError(ErrorCode.Unavailable, `the NATS connection closed while reading ${subject}`)));
-    const config = {
-      deliver_subject: inbox,
-      filter_subject: subject,
-      deliver_policy: "all",
-      ack_policy: "explicit",
-      ack_wait: AckWaitNanos,
-      // A message delivered twice would be hashed twice: never redeliver.
-      max_deliver: 1,
-      max_ack_pending: Math.max(1, opts.window),
-      mem_storage: true,
-      description: opts.description ?? "nats-backup: reader",
-    };
-    try {
+      // The server must know the inbox before the consumer delivers to it.
+      await bulk.flush();
+      const config = {
+        deliver_subject: inbox,
+        filter_subject: subject,
+        deliver_policy: "all",
+        ack_policy: "explicit",
+        ack_wait: AckWaitNanos,
+        // A message delivered twice would be hashed twice: never redeliver.
+        max_deliver: 1,
+        max_ack_pending: Math.max(1, opts.window),
+        mem_storage: true,
+        description: opts.description ?? "nats-backup: reader",
+      };
       const text = await jsApiRequest(nc, `CONSUMER.CREATE.${stream}`, JSON.stringify({ stream_name: stream, config }));
       feed.#consumer = (JSON.parse(text) as { name: string }).name;
     } catch (err) {
-      sub.unsubscribe();
+      await feed.close();
       throw err;
     }
+    feed.#armIdleTimer();
     return feed;
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<FeedMessage> {
-    while (true) {
-      if (this.#failure) throw this.#failure;
-      const msg = this.#queue.shift();
-      if (!msg) {
-        if (this.#closed) return;
-        // Idle time counts only while the reader waits: a full window of unread messages is not idle.
-        this.#armIdleTimer();
-        await new Promise<void>((resolve) => (this.#wake = resolve));
-        continue;
-      }
-      const { seq, pending } = this.#position(msg);
-      yield { data: msg.data, headers: msg.headers, seq, pending };
-      // The reader is done with it: only now may the server send one more.
-      msg.respond();
-    }
   }
 
   /** Stops delivery and removes the consumer (best effort: an ephemeral consumer also goes when its interest does). */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#idleTimer) clearTimeout(this.#idleTimer);
-    this.sub.unsubscribe();
-    this.#queue = [];
-    this.#notify();
+    this.fail(new BackupError(ErrorCode.Unavailable, `the read of ${this.subject} was closed`));
     if (this.#consumer) {
-      await jsApiRequest(this.nc, `CONSUMER.DELETE.${this.stream}.${this.#consumer}`).catch(() => {});
+      const consumer = this.#consumer;
+      this.#consumer = null;
+      await jsApiRequest(this.nc, `CONSUMER.DELETE.${this.stream}.${consumer}`).catch(() => {});
     }
   }
 
   fail(failure: Error): void {
-    if (this.#closed) return;
-    this.#failure ??= failure;
-    this.#queue = [];
-    this.#notify();
+    this.#settle(failure);
   }
 
-  private receive(msg: Msg): void {
-    // Stored messages come with an ack subject; anything else (a status) is not data.
-    if (this.#closed || !msg.reply?.startsWith("$JS.ACK.")) return;
-    this.#queue.push(msg);
-    this.#notify();
+  #settle(failure?: Error): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    this.#sub?.unsubscribe();
+    if (failure) this.#reject(failure);
+    else this.#resolve();
   }
 
   /** `$JS.ACK.[domain.hash.]<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.token]`, read from the end. */
-  #position(msg: Msg): { seq: number; pending: number } {
-    const tokens = (msg.reply as string).split(".");
+  #position(reply: string): { seq: number; pending: number } {
+    const tokens = reply.split(".");
     const at = tokens.length >= 12 ? 6 : 4;
     const [delivered, seq, consumerSeq, , pending] = tokens.slice(at, at + 5).map(Number) as [number, number, number, number, number];
     if (delivered !== 1 || consumerSeq !== ++this.#delivered) {
-      const failure = new BackupError(
+      throw new BackupError(
         ErrorCode.Internal,
         `reading ${this.subject}: message ${seq} arrived out of order (delivery ${delivered}, consumer sequence ${consumerSeq}, expected ${this.#delivered})`,
       );
-      this.fail(failure);
-      throw failure;
     }
     return { seq, pending };
-  }
-
-  #notify(): void {
-    if (this.#idleTimer) clearTimeout(this.#idleTimer);
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
   }
 
   #armIdleTimer(): void {
@@ -166,20 +172,5 @@ export class SubjectFeed implements AsyncIterable<FeedMessage> {
       );
     }, this.opts.idleMs);
     this.#idleTimer.unref();
-  }
-}
-
-/** Waits until the server has seen everything sent on `nc`, through a reconnect if need be. */
-async function flushWithin(nc: NatsConnection, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    try {
-      return await nc.flush();
-    } catch (err) {
-      if (nc.isClosed() || Date.now() > deadline) {
-        throw new BackupError(ErrorCode.Unavailable, `the data connection to NATS is down: ${(err as Error).message}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
   }
 }

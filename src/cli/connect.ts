@@ -66,8 +66,7 @@ export function connectionOptions(flags: ConnectionFlags, env = process.env): No
   };
 }
 
-/** A connection; `role` names it for `nats server report connections` (nats-backup, nats-backup-data). */
-export function connectNats(flags: ConnectionFlags, role?: string): Promise<NatsConnection> {
-  const opts = connectionOptions(flags);
-  return connect(role ? { ...opts, name: `${opts.name}-${role}` } : opts);
+/** The service's connection, named `nats-backup` (its jobs' bulk connections are `nats-backup-data`). */
+export function connectNats(flags: ConnectionFlags): Promise<NatsConnection> {
+  return connect(connectionOptions(flags));
 }

@@ -60,17 +60,12 @@ async function main(argv: string[]): Promise<number> {
   const maxJobs = values["max-jobs"] !== undefined ? positiveInt("--max-jobs", values["max-jobs"]) : undefined;
 
   const nc = await connectNats(values);
-  // Bulk data (snapshots, archive reads) on its own connection: replies never wait behind chunks.
-  const data = await connectNats(values, "data");
   log.info({ server: nc.getServer() }, "connected");
-  for (const [role, conn] of [["control", nc], ["data", data]] as const) {
-    void (async () => {
-      for await (const s of conn.status()) if (s.type !== "ping") log.info({ connection: role, status: s.type }, "connection status");
-    })();
-  }
+  void (async () => {
+    for await (const s of nc.status()) if (s.type !== "ping") log.info({ status: s.type }, "connection status");
+  })();
   const svc = await startBackupService(nc, {
     logger: log,
-    dataConnection: data,
     ...(values.bucket ? { bucket: values.bucket } : {}),
     ...(replicas ? { replicas } : {}),
     ...(maxJobs ? { maxJobs } : {}),
@@ -86,7 +81,6 @@ async function main(argv: string[]): Promise<number> {
     process.once("SIGTERM", onSignal);
   });
   await svc.stop();
-  await data.drain();
   await nc.drain();
   return 0;
 }

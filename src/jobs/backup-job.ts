@@ -6,7 +6,7 @@ import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
 import { WatchLost, watchSnapshot } from "../snapshot/watch.ts";
-import type { FeedMessage, SubjectFeed } from "../catalogue/subject-feed.ts";
+import type { StoredMessage } from "../catalogue/subject-feed.ts";
 import type { ObjectMetaRecord } from "../catalogue/object-format.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
@@ -74,7 +74,8 @@ interface Captured {
 
 /**
  * One snapshot into the bucket: the server delivers its chunks to the archive's chunk subject,
- * where the bucket's stream stores them. How this process hashes them:
+ * where the bucket's stream stores them. How this process hashes them, on a bulk connection of
+ * its own:
  * - `watch`: as they go by, on a subscription that also tells the server someone is listening
  *   (it then starts at once). The fast way, but the server does not slow down for it, so a
  *   watcher that falls too far behind loses its connection: `WatchLost`, and nothing is kept.
@@ -93,70 +94,80 @@ async function capture(
   const stream = job.record.stream;
   const idleMs = ctx.tuning.snapshotIdleMs;
   const upload = catalogue.archiveUpload(job.id, chunkSize);
-  const progress = (chunk: Uint8Array) => {
-    upload.add(chunk);
-    job.progress(upload.size, upload.chunks);
-  };
-  // Listen before asking: the chunks start right after the server's answer.
-  const watch =
-    mode === "watch" ? await watchSnapshot(ctx.data, upload.subject, progress, { stream, idleMs }) : null;
-  const feed =
-    mode === "read-back"
-      ? await upload.stored(ctx.data, {
-          window: Math.max(2, Math.floor(ctx.tuning.readBudgetBytes / chunkSize)),
-          idleMs: idleMs + 2_000,
-          idleError: () =>
-            new BackupError(
-              ErrorCode.Unavailable,
-              `the bucket stored no snapshot data of stream ${stream} for ${idleMs / 1000}s (server restarted, connection lost, or bucket ${catalogue.bucket} full?)`,
-            ),
-        })
-      : null;
-  let snapshot: StartedSnapshot;
+  const progress = () => job.progress(upload.tally.size, upload.tally.chunks);
+  const bulk = await ctx.openBulk();
   try {
-    snapshot = await openSnapshot(nc, stream, { deliverSubject: upload.subject, chunkSize, consumers: req.consumers, check: req.check });
-  } catch (err) {
-    watch?.stop();
-    await upload.abort().catch(() => {});
-    throw err;
-  }
-  accepted();
-  const onAbort = () => {
-    const reason = BackupError.from(job.signal.reason);
-    watch?.stop();
-    feed?.fail(reason);
-  };
-  job.signal.addEventListener("abort", onAbort, { once: true });
-  try {
-    await catalogue.putConfig(job.id, snapshot.backupJson);
-    let archive: ObjectMetaRecord;
-    if (watch) {
-      await watch.ended;
-      archive = await upload.finishWatched(watch.messages);
-    } else {
-      archive = await upload.finish(await readBack(feed!, stream, progress));
+    // Listen before asking: the chunks start right after the server's answer.
+    const watch = mode === "watch" ? await watchSnapshot(bulk, upload.subject, upload.tally, { stream, idleMs, onChunk: progress }) : null;
+    let end: StoredMessage | null = null;
+    const feed =
+      mode === "read-back"
+        ? await upload.stored(
+            bulk,
+            {
+              begin: (msg) => {
+                if (snapshotMessage(stream, msg) === "end") end = msg;
+              },
+              part: (bytes) => upload.tally.part(bytes),
+              end: () => {
+                if (end) return "done";
+                upload.tally.endChunk();
+                progress();
+                return "more";
+              },
+            },
+            {
+              window: Math.max(2, Math.floor(ctx.tuning.readBudgetBytes / chunkSize)),
+              idleMs: idleMs + 2_000,
+              idleError: () =>
+                new BackupError(
+                  ErrorCode.Unavailable,
+                  `the bucket stored no snapshot data of stream ${stream} for ${idleMs / 1000}s (server restarted, connection lost, or bucket ${catalogue.bucket} full?)`,
+                ),
+            },
+          )
+        : null;
+    let snapshot: StartedSnapshot;
+    try {
+      snapshot = await openSnapshot(nc, stream, { deliverSubject: upload.subject, chunkSize, consumers: req.consumers, check: req.check });
+    } catch (err) {
+      watch?.stop();
+      await upload.abort().catch(() => {});
+      throw err;
     }
-    job.progress(archive.size, archive.chunks);
-    return { snapshot, archive };
-  } catch (err) {
-    if (job.signal.aborted) err = BackupError.from(job.signal.reason);
-    // The server goes on storing chunks until its snapshot ends: remove them after that.
-    await catalogue
-      .discard(job.id, upload, idleMs)
-      .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
-    throw err;
+    accepted();
+    const onAbort = () => {
+      const reason = BackupError.from(job.signal.reason);
+      watch?.stop();
+      feed?.fail(reason);
+    };
+    job.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await catalogue.putConfig(job.id, snapshot.backupJson);
+      let archive: ObjectMetaRecord;
+      if (watch) {
+        await watch.ended;
+        archive = await upload.finishWatched(watch.messages);
+      } else {
+        await feed!.done;
+        if (!end) throw new BackupError(ErrorCode.Internal, `reading the archive of ${stream} back from the bucket ended early`);
+        archive = await upload.finish(end);
+      }
+      job.progress(archive.size, archive.chunks);
+      return { snapshot, archive };
+    } catch (err) {
+      if (job.signal.aborted) err = BackupError.from(job.signal.reason);
+      // The server goes on storing chunks until its snapshot ends: remove them after that.
+      await catalogue
+        .discard(job.id, upload, idleMs)
+        .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+      throw err;
+    } finally {
+      job.signal.removeEventListener("abort", onAbort);
+    }
   } finally {
-    job.signal.removeEventListener("abort", onAbort);
+    bulk.close();
   }
-}
-
-/** Hashes what the bucket stores, up to the snapshot's end message, which it returns. */
-async function readBack(feed: SubjectFeed, stream: string, onChunk: (chunk: Uint8Array) => void): Promise<FeedMessage> {
-  for await (const msg of feed) {
-    if (snapshotMessage(stream, msg) === "end") return msg;
-    onChunk(msg.data);
-  }
-  throw new BackupError(ErrorCode.Internal, `reading the archive of ${stream} back from the bucket ended early`);
 }
 
 /** The consumers the snapshot will carry, by name. */

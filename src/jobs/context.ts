@@ -1,5 +1,6 @@
 /** What a job's pipeline works with, and the knobs that shape its flow. */
 import type { NatsConnection } from "@nats-io/nats-core";
+import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { Logger } from "pino";
 import type { Catalogue } from "../catalogue/catalogue.ts";
 import { KiB, MiB } from "../protocol/schemas.ts";
@@ -25,8 +26,11 @@ export const DefaultTuning: Tuning = {
 export interface JobContext {
   /** API requests, the bucket's small objects, job records. */
   nc: NatsConnection;
-  /** Bulk data: watching snapshots, reading archives back (may be `nc`). */
-  data: NatsConnection;
+  /**
+   * A new connection for one job's bulk data (watching its snapshot, reading its archive back);
+   * the job closes it. Its own, so that a slow-consumer drop touches no other job or endpoint.
+   */
+  openBulk(): Promise<BulkConnection>;
   catalogue: Catalogue;
   log: Logger;
   tuning: Tuning;

@@ -11,6 +11,7 @@ import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
+import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -40,6 +41,7 @@ export async function restoreStream(
   const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000);
   accepted();
   let delivery: ArchiveDelivery | undefined;
+  let bulk: BulkConnection | undefined;
   try {
     job.progress(0, 0, archive.size);
     // The bucket delivers to the server while this process reads the same chunks to check them.
@@ -50,10 +52,12 @@ export async function restoreStream(
       window: ctx.tuning.restoreWindow,
       stallMs: ctx.tuning.snapshotIdleMs,
     });
-    const checked = verifyArchive(
-      catalogue.readArchive(ctx.data, archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs: ctx.tuning.snapshotIdleMs }),
-      job.signal,
-    );
+    bulk = await ctx.openBulk();
+    const checked = catalogue.checkArchive(bulk, archive, {
+      budgetBytes: ctx.tuning.readBudgetBytes,
+      idleMs: ctx.tuning.snapshotIdleMs,
+      signal: job.signal,
+    });
     // Both must be done before the server may build the stream.
     const both = Promise.all([
       checked.then(() => log.debug("archive digest checked")),
@@ -91,13 +95,8 @@ export async function restoreStream(
       ctx.log.error({ err: e, stream, job: job.id }, "could not remove a partly restored stream"),
     );
     throw err;
-  }
-}
-
-/** Reads the whole archive (bounded); the reader throws when its size or digest is not the recorded one. */
-async function verifyArchive(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<void> {
-  for await (const _chunk of chunks) {
-    if (signal.aborted) throw BackupError.from(signal.reason);
+  } finally {
+    bulk?.close();
   }
 }
 

@@ -6,6 +6,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service } from "@nats-io/services";
 import { pino, type Logger } from "pino";
 import { packageVersion } from "../version.ts";
+import { BulkConnection } from "../bulk/bulk-connection.ts";
 import { Catalogue } from "../catalogue/catalogue.ts";
 import { DefaultTuning, type Tuning } from "../jobs/context.ts";
 import { JobStore } from "../jobs/job-store.ts";
@@ -33,12 +34,6 @@ export interface BackupServiceOptions {
   /** Cleanup after stopped instances (abandoned jobs, orphan chunks, incomplete backups). */
   sweep?: Partial<SweepOptions>;
   tuning?: Partial<Tuning>;
-  /**
-   * A second connection (same account) for bulk data: snapshots being watched and archives read
-   * back. It keeps endpoint replies from queueing behind megabytes of chunks, and a data
-   * connection the server drops as a slow consumer takes no endpoint down. Default: `nc`.
-   */
-  dataConnection?: NatsConnection;
 }
 
 export interface BackupService {
@@ -89,7 +84,11 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const id = service.info().id;
   const tuning = { ...DefaultTuning, ...opts.tuning };
   const jobLog = log.child({ instance: id });
-  const runner = new JobRunner({ nc, data: opts.dataConnection ?? nc, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs);
+  // Each job's bulk data goes on a connection of its own to the same server, with the same
+  // credentials: endpoint replies never queue behind megabytes of chunks, and a connection the
+  // server drops as a slow consumer takes down nothing but that job's attempt.
+  const openBulk = () => BulkConnection.like(nc);
+  const runner = new JobRunner({ nc, openBulk, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs);
   const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, jobLog, { ...DefaultSweep, ...opts.sweep });
   const deps: EndpointDeps = { runner, catalogue, jobs, log };
   for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {

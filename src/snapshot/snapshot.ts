@@ -39,8 +39,8 @@ export interface StartedSnapshot {
  * What a message on the deliver subject means: `chunk`, or `end` (the snapshot is complete).
  * Throws when the server ended the snapshot with a failure status.
  */
-export function snapshotMessage(stream: string, msg: { data: Uint8Array; headers?: MsgHdrs }): "chunk" | "end" {
-  if (msg.data.length > 0) return "chunk";
+export function snapshotMessage(stream: string, msg: { size: number; headers?: MsgHdrs }): "chunk" | "end" {
+  if (msg.size > 0) return "chunk";
   const status = msg.headers?.code ?? 0;
   if (status !== 0 && status !== 204) {
     const text = msg.headers?.description || "snapshot failed";
