@@ -17,8 +17,17 @@ export class ObjectCheck implements ChunkSink {
     this.#tally.part(bytes);
   }
 
-  endChunk(): void {
+  /**
+   * A chunk was read. Given the messages its consumer still holds after it (`pending`), also
+   * checks the count so far: counted as read, since after a restart a 2.9 server can misreport
+   * the subject's message count in STREAM.INFO while the consumer's pending count stays right.
+   */
+  endChunk(pending?: number): "more" | "done" {
     this.#tally.endChunk();
+    const { info } = this;
+    if (pending === 0 && !this.complete) throw damaged(info, `only ${this.chunks} of its ${info.chunks} chunks are in the bucket`);
+    if (pending !== undefined && pending > 0 && this.complete) throw damaged(info, `the bucket holds more than the ${info.chunks} chunks its metadata says`);
+    return this.complete ? "done" : "more";
   }
 
   /** Every recorded chunk was read. */

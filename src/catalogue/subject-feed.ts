@@ -9,6 +9,7 @@ import { createInbox, type MsgHdrs, type NatsConnection } from "@nats-io/nats-co
 import type { BulkConnection, BulkSubscription } from "../bulk/bulk-connection.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
+import { DeliveryOrder, isAckSubject } from "./delivery-order.ts";
 
 export interface FeedOptions {
   /** Messages delivered and not yet acked, at most. */
@@ -45,7 +46,7 @@ export class SubjectFeed {
   #consumer: string | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
   #reply: string | null = null;
-  #delivered = 0;
+  #order: DeliveryOrder;
   #settled = false;
   #resolve!: () => void;
   #reject!: (err: Error) => void;
@@ -64,6 +65,7 @@ export class SubjectFeed {
       this.#reject = reject;
     });
     this.done.catch(() => {});
+    this.#order = new DeliveryOrder(`reading ${subject}`);
   }
 
   /**
@@ -83,10 +85,10 @@ export class SubjectFeed {
     feed.#sub = bulk.subscribe(inbox, {
       begin: (msg) => {
         // Stored messages come with an ack subject; anything else (a status) is not data.
-        feed.#reply = msg.reply?.startsWith("$JS.ACK.") ? msg.reply : null;
+        feed.#reply = isAckSubject(msg.reply) ? msg.reply : null;
         if (!feed.#reply || feed.#settled) return;
         feed.#armIdleTimer();
-        handler.begin({ ...feed.#position(feed.#reply), size: msg.size, ...(msg.headers ? { headers: msg.headers } : {}) });
+        handler.begin({ ...feed.#order.next(feed.#reply), size: msg.size, ...(msg.headers ? { headers: msg.headers } : {}) });
       },
       part: (bytes) => {
         if (feed.#reply && !feed.#settled) handler.part(bytes);
@@ -147,20 +149,6 @@ export class SubjectFeed {
     this.#sub?.unsubscribe();
     if (failure) this.#reject(failure);
     else this.#resolve();
-  }
-
-  /** `$JS.ACK.[domain.hash.]<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.token]`, read from the end. */
-  #position(reply: string): { seq: number; pending: number } {
-    const tokens = reply.split(".");
-    const at = tokens.length >= 12 ? 6 : 4;
-    const [delivered, seq, consumerSeq, , pending] = tokens.slice(at, at + 5).map(Number) as [number, number, number, number, number];
-    if (delivered !== 1 || consumerSeq !== ++this.#delivered) {
-      throw new BackupError(
-        ErrorCode.Internal,
-        `reading ${this.subject}: message ${seq} arrived out of order (delivery ${delivered}, consumer sequence ${consumerSeq}, expected ${this.#delivered})`,
-      );
-    }
-    return { seq, pending };
   }
 
   #armIdleTimer(): void {

@@ -1,0 +1,97 @@
+/**
+ * Watching a subject on a bulk connection as messages go by, to someone else (a snapshot's
+ * chunks on their way into the bucket, an archive's chunks on their way to a restore). Nothing
+ * slows the sender for the watcher, and a server drops a connection that falls 64 MiB
+ * (`max_pending`) behind as a slow consumer; so any break (the connection lost, silence) voids
+ * the watch: `ended` rejects with `WatchLost`, and the caller must not trust what it saw.
+ */
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
+import type { BulkConnection, BulkMessage } from "./bulk-connection.ts";
+
+export class WatchLost extends BackupError {
+  constructor(description: string) {
+    super(ErrorCode.Unavailable, description);
+  }
+}
+
+/** Called synchronously, in order; a call that throws ends the watch with what it threw. */
+export interface WatchHandler {
+  begin(msg: BulkMessage): void;
+  part(bytes: Uint8Array): void;
+  /** `done` ends the watch (it resolves). */
+  end(): "more" | "done";
+}
+
+export interface Watch {
+  /** Messages seen. */
+  readonly messages: number;
+  /** Resolves when the handler said `done`; rejects when it threw or the watch broke. */
+  readonly ended: Promise<void>;
+  stop(): void;
+}
+
+export interface WatchOptions {
+  /** What is watched, for errors: "the snapshot of ORDERS". */
+  what: string;
+  /** Fail when nothing arrives for this long. */
+  idleMs: number;
+}
+
+/** Subscribes to `subject` (the server knows of it when this resolves) and hands every message to `handler`. */
+export async function watchSubject(bulk: BulkConnection, subject: string, handler: WatchHandler, opts: WatchOptions): Promise<Watch> {
+  let messages = 0;
+  let settled = false;
+  let resolveEnded!: () => void;
+  let rejectEnded!: (err: Error) => void;
+  const ended = new Promise<void>((resolve, reject) => {
+    resolveEnded = resolve;
+    rejectEnded = reject;
+  });
+  ended.catch(() => {});
+  let idleTimer: NodeJS.Timeout | undefined;
+  const armIdle = () => {
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => settle(new WatchLost(`nothing arrived for ${opts.idleMs / 1000}s watching ${opts.what}`)), opts.idleMs);
+    idleTimer.unref();
+  };
+
+  const sub = bulk.subscribe(subject, {
+    begin: (msg) => {
+      if (settled) return;
+      messages++;
+      armIdle();
+      handler.begin(msg);
+    },
+    part: (bytes) => {
+      if (!settled) handler.part(bytes);
+    },
+    end: () => {
+      if (!settled && handler.end() === "done") settle();
+    },
+    lost: (err) =>
+      settle(
+        err instanceof BackupError
+          ? err
+          : new WatchLost(`the connection watching ${opts.what} broke (${err.message}), so what it saw cannot be trusted`),
+      ),
+  });
+
+  function settle(failure?: Error): void {
+    if (settled) return;
+    settled = true;
+    clearTimeout(idleTimer);
+    sub.unsubscribe();
+    if (failure) rejectEnded(failure);
+    else resolveEnded();
+  }
+
+  await bulk.flush();
+  armIdle();
+  return {
+    get messages() {
+      return messages;
+    },
+    ended,
+    stop: () => settle(new WatchLost(`the watch on ${opts.what} was stopped`)),
+  };
+}
