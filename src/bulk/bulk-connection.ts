@@ -14,6 +14,7 @@ import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions }
 import { readFileSync } from "node:fs";
 import type { Auth, Authenticator, MsgHdrs, NatsConnection, ServerInfo, TlsOptions } from "@nats-io/nats-core";
 import { MsgHdrsImpl, type NatsConnectionImpl } from "@nats-io/nats-core/internal";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { packageVersion } from "../version.ts";
 import { ProtocolReader, type ProtocolEvents } from "./protocol-reader.ts";
 
@@ -49,7 +50,12 @@ export interface BulkConnectOptions {
   timeoutMs?: number;
 }
 
-export class BulkConnectionError extends Error {}
+/** The connection could not be made, or broke: 503, as any lost connection to NATS. */
+export class BulkConnectionError extends BackupError {
+  constructor(description: string) {
+    super(ErrorCode.Unavailable, description);
+  }
+}
 
 export class BulkConnection {
   #socket: Socket;

@@ -6,7 +6,7 @@
  * the watch: `ended` rejects with `WatchLost`, and the caller must not trust what it saw.
  */
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { BulkConnection, BulkMessage } from "./bulk-connection.ts";
+import { BulkConnectionError, type BulkConnection, type BulkMessage } from "./bulk-connection.ts";
 
 export class WatchLost extends BackupError {
   constructor(description: string) {
@@ -68,9 +68,10 @@ export async function watchSubject(bulk: BulkConnection, subject: string, handle
     end: () => {
       if (!settled && handler.end() === "done") settle();
     },
+    // What the handler threw stands; anything else (the connection broke) voids the watch.
     lost: (err) =>
       settle(
-        err instanceof BackupError
+        err instanceof BackupError && !(err instanceof BulkConnectionError)
           ? err
           : new WatchLost(`the connection watching ${opts.what} broke (${err.message}), so what it saw cannot be trusted`),
       ),

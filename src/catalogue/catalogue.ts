@@ -15,11 +15,16 @@ import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import { pino, type Logger } from "pino";
+import { ManifestIndex } from "./manifest-index.ts";
 
 export interface CatalogueOptions {
   bucket: string;
   /** Replicas of the bucket's stream when it is created. */
   replicas?: number;
+  /** Keep the manifests in memory (see manifest-index.ts), for lists that do not ask the server. */
+  index?: boolean;
+  log?: Logger;
 }
 
 export const objectNames = (id: string) => ({
@@ -34,6 +39,8 @@ const ManifestMetadataKey = "nats-backup-manifest";
 const ListBatch = 64;
 
 export class Catalogue {
+  #index: ManifestIndex | null = null;
+
   private constructor(
     readonly nc: NatsConnection,
     readonly js: JetStreamClient,
@@ -48,7 +55,13 @@ export class Catalogue {
       replicas: opts.replicas ?? 1,
       description: "nats-backup: stream snapshots",
     });
-    return new Catalogue(nc, js, opts.bucket, store);
+    const catalogue = new Catalogue(nc, js, opts.bucket, store);
+    if (opts.index) catalogue.#index = await ManifestIndex.start(js, opts.bucket, manifestOf, opts.log ?? pino({ level: "silent" }));
+    return catalogue;
+  }
+
+  close(): void {
+    this.#index?.stop();
   }
 
   async putConfig(id: string, backupJson: string): Promise<void> {
@@ -91,21 +104,27 @@ export class Catalogue {
       new TextEncoder().encode(json),
       { timeout: BucketWriteTimeoutMs },
     );
+    await this.#index?.waitFor(objectNames(manifest.id).manifest, (listed) => listed?.id === manifest.id);
   }
 
   /**
-   * Completed backups, newest first. Reads only the manifests' metadata messages, by direct
-   * get, so a list creates no consumer and costs one request per backup.
+   * Completed backups, newest first: from the index when it is caught up (a manifest another
+   * instance wrote a moment ago may not be there yet), else read from the bucket.
    */
   async list(stream?: string): Promise<BackupManifest[]> {
+    return newestFirst(this.#index?.manifests() ?? (await this.#readManifests()), stream);
+  }
+
+  /** Every completed backup, read from the bucket: its manifests' metadata messages by direct get, no consumer. */
+  async #readManifests(): Promise<BackupManifest[]> {
     const subjects = await this.#subjects(metaSubject(this.bucket, "") + ">");
     const manifestSubjects = subjects.filter((s) => nameOfMetaSubject(this.bucket, s).endsWith(ManifestSuffix));
     const manifests: BackupManifest[] = [];
     for (const meta of await this.#lastMetas(manifestSubjects)) {
-      const manifest = meta && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
-      if (manifest && (stream === undefined || manifest.stream === stream)) manifests.push(manifest);
+      const manifest = meta ? manifestOf(meta) : null;
+      if (manifest) manifests.push(manifest);
     }
-    return manifests.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return manifests;
   }
 
   /** The subjects of the bucket's stream that match `filter`. */
@@ -138,8 +157,9 @@ export class Catalogue {
     return manifest;
   }
 
+  /** The newest completed backup of `stream`, read from the bucket itself (never a moment behind). */
   async latest(stream: string): Promise<BackupManifest> {
-    const [newest] = await this.list(stream);
+    const [newest] = newestFirst(await this.#readManifests(), stream);
     if (!newest) throw BackupError.notFound(`no completed backup of stream ${stream} in bucket ${this.bucket}`);
     return newest;
   }
@@ -155,6 +175,7 @@ export class Catalogue {
       await this.store.delete(name);
       removed++;
     }
+    await this.#index?.waitFor(names.manifest, (listed) => listed === undefined);
     return removed;
   }
 
@@ -215,6 +236,16 @@ export class Catalogue {
       if (info && !info.deleted) await this.store.delete(name);
     }
   }
+}
+
+function manifestOf(meta: ObjectMetaRecord): BackupManifest | null {
+  return meta.name.endsWith(ManifestSuffix) && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
+}
+
+function newestFirst(manifests: BackupManifest[], stream?: string): BackupManifest[] {
+  return manifests
+    .filter((m) => stream === undefined || m.stream === stream)
+    .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
 }
 
 function parseManifest(json: string | undefined): BackupManifest | null {

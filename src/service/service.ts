@@ -60,7 +60,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const bucket = opts.bucket ?? Defaults.bucket;
   const replicas = opts.replicas ?? Defaults.replicas;
   const log = opts.logger ?? pino({ level: "silent" });
-  const catalogue = await Catalogue.open(nc, { bucket, replicas });
+  const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true, log });
   const jobs = await JobStore.open(catalogue.js, {
     bucket: `${bucket}-jobs`,
     replicas,
@@ -116,6 +116,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
         await service.stop();
         await sweeper.stop();
         await runner.stop(opts.shutdownGraceMs ?? Defaults.shutdownGraceMs);
+        catalogue.close();
         log.info({ id }, "backup service stopped");
       })()),
   };
