@@ -86,7 +86,12 @@ export async function watchSubject(bulk: BulkConnection, subject: string, handle
     else resolveEnded();
   }
 
-  await bulk.flush();
+  try {
+    await bulk.flush();
+  } catch (err) {
+    settle(err as Error);
+    throw new WatchLost(`could not start watching ${opts.what}: ${(err as Error).message}`);
+  }
   armIdle();
   return {
     get messages() {

@@ -13,10 +13,6 @@ export class DeliveryOrder {
   /** `what` names the read for errors: "reading $O.backups.C.<nuid>". */
   constructor(private readonly what: string) {}
 
-  get delivered(): number {
-    return this.#delivered;
-  }
-
   /**
    * Where the message acked on `reply` sits: its stream sequence, and the messages still pending
    * after it. `$JS.ACK.[domain.hash.]<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.token]`,

@@ -1,10 +1,10 @@
 /** Checks an object's chunks, in order, against its recorded chunk count, size and digest. */
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { ChunkTally, type ChunkSink, type ObjectMetaRecord } from "./object-format.ts";
+import { ChunkTally, type ObjectMetaRecord } from "./object-format.ts";
 
 export type CheckedObject = Pick<ObjectMetaRecord, "bucket" | "name" | "size" | "chunks" | "digest">;
 
-export class ObjectCheck implements ChunkSink {
+export class ObjectCheck {
   #tally = new ChunkTally();
 
   constructor(readonly info: CheckedObject) {}
@@ -18,15 +18,15 @@ export class ObjectCheck implements ChunkSink {
   }
 
   /**
-   * A chunk was read. Given the messages its consumer still holds after it (`pending`), also
-   * checks the count so far: counted as read, since after a restart a 2.9 server can misreport
-   * the subject's message count in STREAM.INFO while the consumer's pending count stays right.
+   * A chunk was read, and its consumer holds `pending` more: checks the count so far. Counted as
+   * read, since after a restart a 2.9 server can misreport the subject's message count in
+   * STREAM.INFO while the consumer's pending count stays right.
    */
-  endChunk(pending?: number): "more" | "done" {
+  endChunk(pending: number): "more" | "done" {
     this.#tally.endChunk();
     const { info } = this;
     if (pending === 0 && !this.complete) throw damaged(info, `only ${this.chunks} of its ${info.chunks} chunks are in the bucket`);
-    if (pending !== undefined && pending > 0 && this.complete) throw damaged(info, `the bucket holds more than the ${info.chunks} chunks its metadata says`);
+    if (pending > 0 && this.complete) throw damaged(info, `the bucket holds more than the ${info.chunks} chunks its metadata says`);
     return this.complete ? "done" : "more";
   }
 
@@ -46,6 +46,6 @@ export class ObjectCheck implements ChunkSink {
   }
 }
 
-export function damaged(info: { bucket: string; name: string }, why: string): BackupError {
+function damaged(info: { bucket: string; name: string }, why: string): BackupError {
   return new BackupError(ErrorCode.Internal, `object ${info.name} in bucket ${info.bucket} is damaged: ${why}`);
 }

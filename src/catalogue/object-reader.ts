@@ -3,13 +3,13 @@
  * the whole object without waiting for its reader) and checks their count, size and digest.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import { BulkConnectionError, type BulkConnection } from "../bulk/bulk-connection.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { ObjectCheck } from "./object-check.ts";
 import { SubjectFeed } from "./subject-feed.ts";
 
-export type CheckedObjectInfo = Pick<ObjectMetaRecord, "bucket" | "name" | "nuid" | "size" | "chunks" | "digest" | "options">;
+type CheckedObjectInfo = Pick<ObjectMetaRecord, "bucket" | "name" | "nuid" | "size" | "chunks" | "digest" | "options">;
 
 export interface ObjectReadOptions {
   /** Bytes delivered ahead of the reader at most. */
@@ -49,7 +49,13 @@ export async function checkObject(nc: NatsConnection, bulk: BulkConnection, info
     const onAbort = () => feed.fail(BackupError.from(opts.signal?.reason));
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      await feed.done;
+      await feed.done.catch((err: unknown) => {
+        if (!(err instanceof BulkConnectionError)) throw err;
+        throw new BackupError(
+          ErrorCode.Unavailable,
+          `reading ${info.name} from bucket ${info.bucket} stopped after ${check.chunks} of ${info.chunks} chunks (${err.message}): server restarted or connection lost?`,
+        );
+      });
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
       await feed.close();

@@ -6,6 +6,7 @@ import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
 import { WatchLost } from "../bulk/watch.ts";
+import { BulkConnectionError } from "../bulk/bulk-connection.ts";
 import { watchSnapshot } from "../snapshot/watch.ts";
 import type { StoredMessage } from "../catalogue/subject-feed.ts";
 import type { ObjectMetaRecord } from "../catalogue/object-format.ts";
@@ -33,9 +34,11 @@ export async function backupStream(
   try {
     captured = await capture(ctx, job, req, chunkSize, "watch", acceptOnce);
   } catch (err) {
-    if (!(err instanceof WatchLost) || job.signal.aborted) throw err;
+    if (!(err instanceof WatchLost) || job.signal.aborted) throw BulkConnectionError.during(`backup of stream ${stream}`, err);
     ctx.log.warn({ job: job.id, stream, reason: err.description }, "snapshot watch lost; taking the snapshot again, read back from the bucket");
-    captured = await capture(ctx, job, req, chunkSize, "read-back", acceptOnce);
+    captured = await capture(ctx, job, req, chunkSize, "read-back", acceptOnce).catch((e: unknown) => {
+      throw BulkConnectionError.during(`backup of stream ${stream}`, e);
+    });
   }
   const { snapshot, archive } = captured;
   const info = nc.info;
@@ -61,6 +64,7 @@ export async function backupStream(
   };
   try {
     await catalogue.commit(manifest);
+    ctx.log.debug({ job: job.id }, "manifest written");
   } catch (err) {
     await catalogue.discard(job.id).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
     throw err;
@@ -137,6 +141,8 @@ async function capture(
       throw err;
     }
     accepted();
+    const log = ctx.log.child({ job: job.id });
+    log.debug({ mode }, "snapshot started");
     const onAbort = () => {
       const reason = BackupError.from(job.signal.reason);
       watch?.stop();
@@ -148,12 +154,15 @@ async function capture(
       let archive: ObjectMetaRecord;
       if (watch) {
         await watch.ended;
+        log.debug("every chunk seen");
         archive = await upload.finishWatched(watch.messages);
       } else {
         await feed!.done;
+        log.debug("every chunk read back");
         if (!end) throw new BackupError(ErrorCode.Internal, `reading the archive of ${stream} back from the bucket ended early`);
         archive = await upload.finish(end);
       }
+      log.debug("archive stored and checked");
       job.progress(archive.size, archive.chunks);
       return { snapshot, archive };
     } catch (err) {

@@ -11,7 +11,7 @@ import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
-import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import { BulkConnectionError, type BulkConnection } from "../bulk/bulk-connection.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -53,11 +53,11 @@ export async function restoreStream(
       window: ctx.tuning.restoreWindow,
       stallMs: ctx.tuning.snapshotIdleMs,
     });
-    bulk = await ctx.openBulk();
-    const checked = catalogue.checkArchive(bulk, archive, {
-      budgetBytes: ctx.tuning.readBudgetBytes,
-      idleMs: ctx.tuning.snapshotIdleMs,
-      signal: job.signal,
+    const checked = (async () => {
+      bulk = await ctx.openBulk();
+      await catalogue.checkArchive(bulk, archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs: ctx.tuning.snapshotIdleMs, signal: job.signal });
+    })().catch((err: unknown) => {
+      throw BulkConnectionError.during(`restore of stream ${stream}`, err);
     });
     // Both must be done before the server may build the stream.
     const both = Promise.all([
