@@ -157,7 +157,11 @@ describe("two instances, many requests at once", { timeout: 900_000 }, () => {
     for (const id of jobs) {
       await status.waitFor(`the terminal event of job ${id}`, (e) => e.id === id && e.state !== "running", 10_000);
       const terminal = status.bodies((e) => e.id === id && e.state !== "running");
-      assert.equal(terminal.length, 1, `job ${id}: one terminal event`);
+      assert.equal(
+        terminal.length,
+        1,
+        `job ${id}: one terminal event, got ${JSON.stringify(terminal.map((e) => ({ state: e.state, instance: e.instance, error: e.error, updated: e.updated, ended: e.ended })))}`,
+      );
       const record = await waitForRecord(nc, id, (r) => r.state !== "running", 30_000);
       assert.equal(record.state, terminal[0]!.state);
       assert.deepEqual(record.error, terminal[0]!.error);

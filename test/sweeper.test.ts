@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { nuid } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { newId } from "../src/jobs/ids.ts";
+import { DefaultSweep } from "../src/jobs/sweeper.ts";
 import type { BackupManifest, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { jsApi, subjectCounts } from "./harness/inspect.ts";
@@ -48,5 +51,30 @@ describe("the sweeper", () => {
     const remaining = await subjectCounts(nc, stream, `$O.${svc.bucket}.C.>`);
     assert.equal(Object.keys(remaining).length, 3, JSON.stringify(remaining));
     assert.ok(Object.values(remaining).includes(kept), JSON.stringify(remaining));
+  });
+
+  test("leaves a job alone while its record is fresh, though its instance does not answer PING; fails it once the record goes quiet", async () => {
+    const { nc, svc } = rig;
+    const done = await request<JobRecord>(nc, "$BACKUP.stream.KEEP", { wait: true }, 60_000);
+    assert.equal(done.errorCode, null, done.raw);
+    // A running job of an instance that answers no PING (busy, or gone), its record as a job writes it.
+    const { ended: _ended, result: _result, ...base } = done.body;
+    const job: JobRecord = { ...base, id: newId(), state: "running", instance: "BusyInstanceNeverAnswers" };
+    const kv = await new Kvm(jetstream(nc)).open(`${svc.bucket}-jobs`);
+    const put = async (updatedMsAgo: number) =>
+      kv.put(job.id, JSON.stringify({ ...job, updated: new Date(Date.now() - updatedMsAgo).toISOString() }));
+
+    await put(0);
+    await svc.sweeper.sweep();
+    const fresh = await svc.sweeper.sweep();
+    assert.ok(!fresh.abandonedJobs.includes(job.id), `a job refreshed just now was abandoned: ${JSON.stringify(fresh)}`);
+    assert.equal((await kv.get(job.id))?.json<JobRecord>().state, "running");
+
+    await put(DefaultSweep.silentJobMs + 1_000);
+    const quiet = await svc.sweeper.sweep();
+    assert.ok(quiet.abandonedJobs.includes(job.id), JSON.stringify(quiet));
+    const record = (await kv.get(job.id))?.json<JobRecord>();
+    assert.equal(record?.state, "failed");
+    assert.match(record?.error?.description ?? "", /was abandoned: its instance BusyInstanceNeverAnswers no longer answers \$SRV\.PING/);
   });
 });

@@ -81,6 +81,8 @@ export class BulkConnection {
   #failure: Error | null = null;
   #closed: Promise<Error | null>;
   #onClosed!: (err: Error | null) => void;
+  /** While connecting: what the server's INFO and a failure do. */
+  #handshake: { info: (info: ServerInfo) => void; fail: (err: Error) => void } | null = null;
 
   private constructor(socket: Socket, readonly server: string) {
     this.#socket = socket;
@@ -94,6 +96,10 @@ export class BulkConnection {
    */
   static like(nc: NatsConnection, name?: string): Promise<BulkConnection> {
     const { options } = nc as unknown as NatsConnectionImpl;
+    const servers = [options.servers ?? []].flat();
+    if (servers.some((url) => /^wss?:\/\//i.test(url))) {
+      return Promise.reject(new BulkConnectionError(`bulk data needs a TCP connection to NATS; ${servers.join(", ")} is WebSocket`));
+    }
     name ??= `${options.name ?? "nats"}-data`;
     const authenticator = typeof options.authenticator === "function" ? options.authenticator : undefined;
     return BulkConnection.open({ server: nc.getServer(), name, authenticator, tls: options.tls, timeoutMs: options.timeout });
@@ -170,8 +176,6 @@ export class BulkConnection {
     }
     return conn;
   }
-
-  #handshake: { info: (info: ServerInfo) => void; fail: (err: Error) => void } | null = null;
 
   /** Resolves when the connection is gone, with why (null: closed by this side without error). */
   get closed(): Promise<Error | null> {

@@ -20,9 +20,15 @@ export interface SweepOptions {
   orphanMinAgeMs: number;
   /** A running job whose record was not refreshed for this long has lost its instance. */
   staleJobMs: number;
+  /**
+   * A running job whose instance did not answer the sweep's PING is abandoned only if its record
+   * was not refreshed (every second while it runs) for this long either: a busy instance, on a
+   * busy server, can answer a PING late.
+   */
+  silentJobMs: number;
 }
 
-export const DefaultSweep: SweepOptions = { intervalMs: 60_000, orphanMinAgeMs: 60_000, staleJobMs: 30_000 };
+export const DefaultSweep: SweepOptions = { intervalMs: 60_000, orphanMinAgeMs: 60_000, staleJobMs: 30_000, silentJobMs: 3_000 };
 
 export interface SweepReport {
   abandonedJobs: string[];
@@ -70,8 +76,9 @@ export class Sweeper {
     const aliveJobs = new Set<string>();
     const now = Date.now();
     for (const { record, revision } of await this.jobs.running()) {
-      const stale = now - Date.parse(record.updated) > this.opts.staleJobMs;
-      if (live.has(record.instance) && !stale) {
+      const age = now - Date.parse(record.updated);
+      const stale = age > this.opts.staleJobMs;
+      if (!stale && (live.has(record.instance) || age <= this.opts.silentJobMs)) {
         aliveJobs.add(record.id);
         continue;
       }
