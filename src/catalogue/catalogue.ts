@@ -15,16 +15,14 @@ import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { jsApiRequest } from "../snapshot/jsapi.ts";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
-import { pino, type Logger } from "pino";
 import { ManifestIndex } from "./manifest-index.ts";
 
 export interface CatalogueOptions {
   bucket: string;
   /** Replicas of the bucket's stream when it is created. */
   replicas?: number;
-  /** Keep the manifests in memory (see manifest-index.ts), for lists that do not ask the server. */
+  /** Keep the manifests in memory (see manifest-index.ts), for lists that do not read each one from the server. */
   index?: boolean;
-  log?: Logger;
 }
 
 export const objectNames = (id: string) => ({
@@ -56,7 +54,7 @@ export class Catalogue {
       description: "nats-backup: stream snapshots",
     });
     const catalogue = new Catalogue(nc, js, opts.bucket, store);
-    if (opts.index) catalogue.#index = await ManifestIndex.start(js, opts.bucket, manifestOf, opts.log ?? pino({ level: "silent" }));
+    if (opts.index) catalogue.#index = await ManifestIndex.start(js, opts.bucket, manifestOf);
     return catalogue;
   }
 
@@ -104,15 +102,11 @@ export class Catalogue {
       new TextEncoder().encode(json),
       { timeout: BucketWriteTimeoutMs },
     );
-    await this.#index?.waitFor(objectNames(manifest.id).manifest, (listed) => listed?.id === manifest.id);
   }
 
-  /**
-   * Completed backups, newest first: from the index when it is caught up (a manifest another
-   * instance wrote a moment ago may not be there yet), else read from the bucket.
-   */
+  /** Completed backups, newest first: from the index when it can tell, else read from the bucket. */
   async list(stream?: string): Promise<BackupManifest[]> {
-    return newestFirst(this.#index?.manifests() ?? (await this.#readManifests()), stream);
+    return newestFirst((await this.#index?.manifests()) ?? (await this.#readManifests()), stream);
   }
 
   /** Every completed backup, read from the bucket: its manifests' metadata messages by direct get, no consumer. */
@@ -157,9 +151,8 @@ export class Catalogue {
     return manifest;
   }
 
-  /** The newest completed backup of `stream`, read from the bucket itself (never a moment behind). */
   async latest(stream: string): Promise<BackupManifest> {
-    const [newest] = newestFirst(await this.#readManifests(), stream);
+    const [newest] = await this.list(stream);
     if (!newest) throw BackupError.notFound(`no completed backup of stream ${stream} in bucket ${this.bucket}`);
     return newest;
   }
@@ -175,7 +168,6 @@ export class Catalogue {
       await this.store.delete(name);
       removed++;
     }
-    await this.#index?.waitFor(names.manifest, (listed) => listed === undefined);
     return removed;
   }
 
