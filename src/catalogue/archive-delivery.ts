@@ -15,6 +15,7 @@ export interface DeliveryOptions {
   window: number;
   /** Fail when the restore answers no chunk for this long. */
   stallMs: number;
+  /** How often the consumer's state is read (default 25 ms: the server builds the stream only after the last answer is seen). */
   pollMs?: number;
 }
 
@@ -81,7 +82,7 @@ export class ArchiveDelivery {
           `the restore answered no chunk of ${this.info.name} for ${this.opts.stallMs / 1000}s (${acked} of ${this.info.chunks} answered): server restarted or connection lost?`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, this.opts.pollMs ?? 100));
+      await new Promise((resolve) => setTimeout(resolve, this.opts.pollMs ?? 25));
     }
   }
 
