@@ -11,7 +11,7 @@ import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { jsApiRequest } from "../snapshot/jsapi.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
 import { ChunkTally, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { SubjectFeed, type FeedOptions, type StoredMessage, type StoredMessageHandler } from "./subject-feed.ts";
 
@@ -135,14 +135,34 @@ export class ArchiveUpload {
   }
 
   async #lastStored(): Promise<{ seq: number; empty: boolean } | null> {
-    try {
-      const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: this.subject }));
-      const { seq, data } = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
-      return { seq, empty: !data };
-    } catch {
-      return null;
-    }
+    return lastMessage(this.nc, this.bucket, this.subject).catch(() => null);
   }
+}
+
+/** The last message on `subject` in the bucket's stream, or null when it has none. */
+async function lastMessage(nc: NatsConnection, bucket: string, subject: string): Promise<{ seq: number; empty: boolean } | null> {
+  try {
+    const text = await jsApiRequest(nc, `STREAM.MSG.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: subject }));
+    const { seq, data } = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
+    return { seq, empty: !data };
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.NoMessageFound) return null;
+    throw err;
+  }
+}
+
+/**
+ * Deletes a committed archive's snapshot end message again when a server crash brought it back:
+ * 2.9 keeps a delete in memory until it next writes the block's index (up to minutes later), so a
+ * server killed soon after a backup restarts with the empty end message back after the archive's
+ * chunks, where a restore fed the chunks would take it for its own end. True when it was there.
+ */
+export async function dropRevivedEnd(nc: NatsConnection, bucket: string, nuid: string): Promise<boolean> {
+  // (2.9 also answers "no message" once a subject's last message was deleted: the usual case.)
+  const last = await lastMessage(nc, bucket, chunkSubject(bucket, nuid));
+  if (!last?.empty) return false;
+  await jsApiRequest(nc, `STREAM.MSG.DELETE.${streamOf(bucket)}`, JSON.stringify({ seq: last.seq, no_erase: true }), BucketWriteTimeoutMs);
+  return true;
 }
 
 export async function purgeChunks(nc: NatsConnection, bucket: string, id: string): Promise<void> {

@@ -9,7 +9,7 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
-import { ArchiveUpload, BucketWriteTimeoutMs, purgeChunks } from "./archive-upload.ts";
+import { ArchiveUpload, BucketWriteTimeoutMs, dropRevivedEnd, purgeChunks } from "./archive-upload.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
 import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
@@ -82,6 +82,11 @@ export class Catalogue {
     const info = await this.store.info(objectNames(id).archive);
     if (!info || info.deleted) throw BackupError.notFound(`backup ${id} has no stream.tar.s2 in bucket ${this.bucket}`);
     return info;
+  }
+
+  /** Repairs what a server crash can undo in a committed archive (see `dropRevivedEnd`); true when it had to. */
+  repairArchive(info: ObjectInfo): Promise<boolean> {
+    return dropRevivedEnd(this.nc, this.bucket, info.nuid);
   }
 
   /** Has the bucket's stream deliver the archive to a restore's subject. */

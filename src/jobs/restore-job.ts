@@ -37,6 +37,10 @@ export async function restoreStream(
   }
   const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
 
+  if (await catalogue.repairArchive(archive)) {
+    ctx.log.warn({ job: job.id, backup: manifest.id }, "removed the snapshot's end message, back in the archive after a server crash");
+  }
+
   // The server builds the stream after the last chunk: about 1-4 s per GiB measured here; allow far more.
   const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000);
   accepted();

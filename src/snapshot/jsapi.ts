@@ -23,6 +23,7 @@ export const JsErrCode = {
   StreamRestore: 10062,
   StreamNameInUse: 10130,
   ConsumerNotFound: 10014,
+  NoMessageFound: 10037,
 } as const;
 
 interface ApiReply {
