@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { headers, type NatsConnection } from "@nats-io/nats-core";
-import { BulkConnection, type BulkHandler, type BulkMessage } from "../src/bulk/bulk-connection.ts";
+import { BulkConnection, BulkConnectionError, type BulkHandler, type BulkMessage } from "../src/bulk/bulk-connection.ts";
 import { ProtocolReader, type ProtocolEvents } from "../src/bulk/protocol-reader.ts";
-import { NatsServer } from "./harness/nats-server.ts";
+import { NatsServer, freePort } from "./harness/nats-server.ts";
 
 interface Received {
   msg: BulkMessage;
@@ -121,6 +121,17 @@ describe("bulk connection", () => {
       BulkConnection.open({ server: `127.0.0.1:${server.port}`, name: "test-bulk", authenticator: () => ({ user: "bulk", pass: "wrong" }) }),
       /Authorization Violation/i,
     );
+  });
+
+  test("a server it cannot reach is a 503 that names the address", async () => {
+    const port = await freePort();
+    await assert.rejects(BulkConnection.open({ server: `127.0.0.1:${port}`, name: "test-bulk" }), (err: unknown) => {
+      assert.ok(err instanceof BulkConnectionError, String(err));
+      assert.equal(err.code, 503);
+      assert.match(err.description, new RegExp(`127\\.0\\.0\\.1:${port}`));
+      return true;
+    });
+    await assert.rejects(BulkConnection.open({ server: "nats://[bad", name: "test-bulk" }), BulkConnectionError);
   });
 
   test("a handler that throws is unsubscribed and told; others go on", async () => {

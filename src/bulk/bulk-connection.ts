@@ -102,7 +102,9 @@ export class BulkConnection {
     }
     name ??= `${options.name ?? "nats"}-data`;
     const authenticator = typeof options.authenticator === "function" ? options.authenticator : undefined;
-    return BulkConnection.open({ server: nc.getServer(), name, authenticator, tls: options.tls, timeoutMs: options.timeout });
+    const server = nc.getServer();
+    if (!server) return Promise.reject(new BulkConnectionError("not connected to NATS, so there is no server to open a data connection to"));
+    return BulkConnection.open({ server, name, authenticator, tls: options.tls, timeoutMs: options.timeout });
   }
 
   static async open(opts: BulkConnectOptions): Promise<BulkConnection> {
@@ -303,7 +305,12 @@ export class BulkConnection {
 }
 
 function hostPort(server: string): { host: string; port: number } {
-  const url = new URL(/^[a-z]+:\/\//i.test(server) ? server : `nats://${server}`);
+  let url: URL;
+  try {
+    url = new URL(/^[a-z]+:\/\//i.test(server) ? server : `nats://${server}`);
+  } catch {
+    throw new BulkConnectionError(`cannot open a data connection to ${JSON.stringify(server)}: not a server address`);
+  }
   return { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port ? Number(url.port) : 4222 };
 }
 
