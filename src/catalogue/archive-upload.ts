@@ -11,15 +11,9 @@ import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
+import { BucketWriteTimeoutMs, deleteMessage, purgeChunks, storedMessage, subjectCounts, type StoredMessageSummary } from "./bucket-stream.ts";
 import { ChunkTally, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { SubjectFeed, type FeedOptions, type StoredMessage, type StoredMessageHandler } from "./subject-feed.ts";
-
-/**
- * A write to the bucket waits this long for its ack: under load (in the crash test, right after a
- * kill, while the sweeper purged thousands of chunks) the clients' 5 s default ran out.
- */
-export const BucketWriteTimeoutMs = 30_000;
 
 export class ArchiveUpload {
   readonly nuid = nuid.next();
@@ -78,7 +72,7 @@ export class ArchiveUpload {
 
   /** Removes the sender's empty end message (a restore would take it for its own end), then publishes the metadata. */
   async #commit(endSeq: number): Promise<ObjectMetaRecord> {
-    await jsApiRequest(this.nc, `STREAM.MSG.DELETE.${streamOf(this.bucket)}`, JSON.stringify({ seq: endSeq, no_erase: true }), BucketWriteTimeoutMs);
+    await deleteMessage(this.nc, this.bucket, endSeq);
     const meta: ObjectMetaRecord = {
       name: this.name,
       description: "",
@@ -101,8 +95,7 @@ export class ArchiveUpload {
   async #storedAtLeast(expected: number, timeoutMs = 10_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (true) {
-      const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: this.subject }));
-      const stored = (JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects?.[this.subject] ?? 0;
+      const stored = (await subjectCounts(this.nc, this.bucket, this.subject))[this.subject] ?? 0;
       if (stored >= expected || Date.now() > deadline) return stored;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -134,20 +127,8 @@ export class ArchiveUpload {
     }
   }
 
-  async #lastStored(): Promise<{ seq: number; empty: boolean } | null> {
-    return lastMessage(this.nc, this.bucket, this.subject).catch(() => null);
-  }
-}
-
-/** The last message on `subject` in the bucket's stream, or null when it has none. */
-async function lastMessage(nc: NatsConnection, bucket: string, subject: string): Promise<{ seq: number; empty: boolean } | null> {
-  try {
-    const text = await jsApiRequest(nc, `STREAM.MSG.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: subject }));
-    const { seq, data } = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
-    return { seq, empty: !data };
-  } catch (err) {
-    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.NoMessageFound) return null;
-    throw err;
+  async #lastStored(): Promise<StoredMessageSummary | null> {
+    return storedMessage(this.nc, this.bucket, { last_by_subj: this.subject }).catch(() => null);
   }
 }
 
@@ -158,13 +139,9 @@ async function lastMessage(nc: NatsConnection, bucket: string, subject: string):
  * chunks, where a restore fed the chunks would take it for its own end. True when it was there.
  */
 export async function dropRevivedEnd(nc: NatsConnection, bucket: string, nuid: string): Promise<boolean> {
-  // (2.9 also answers "no message" once a subject's last message was deleted: the usual case.)
-  const last = await lastMessage(nc, bucket, chunkSubject(bucket, nuid));
+  // (No last message at all is the usual case: 2.9's answer once a subject's last message was deleted.)
+  const last = await storedMessage(nc, bucket, { last_by_subj: chunkSubject(bucket, nuid) });
   if (!last?.empty) return false;
-  await jsApiRequest(nc, `STREAM.MSG.DELETE.${streamOf(bucket)}`, JSON.stringify({ seq: last.seq, no_erase: true }), BucketWriteTimeoutMs);
+  await deleteMessage(nc, bucket, last.seq);
   return true;
-}
-
-export async function purgeChunks(nc: NatsConnection, bucket: string, id: string): Promise<void> {
-  await jsApiRequest(nc, `STREAM.PURGE.${streamOf(bucket)}`, JSON.stringify({ filter: chunkSubject(bucket, id) }));
 }

@@ -9,11 +9,11 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
-import { ArchiveUpload, BucketWriteTimeoutMs, dropRevivedEnd, purgeChunks } from "./archive-upload.ts";
+import { ArchiveUpload, dropRevivedEnd } from "./archive-upload.ts";
+import { BucketWriteTimeoutMs, purgeChunks, storedMessage, subjectCounts } from "./bucket-stream.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
 import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
-import { jsApiRequest } from "../snapshot/jsapi.ts";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import { ManifestIndex } from "./manifest-index.ts";
 
@@ -128,8 +128,7 @@ export class Catalogue {
 
   /** The subjects of the bucket's stream that match `filter`. */
   async #subjects(filter: string): Promise<string[]> {
-    const text = await jsApiRequest(this.nc, `STREAM.INFO.${streamOf(this.bucket)}`, JSON.stringify({ subjects_filter: filter }));
-    return Object.keys((JSON.parse(text) as { state?: { subjects?: Record<string, number> } }).state?.subjects ?? {});
+    return Object.keys(await subjectCounts(this.nc, this.bucket, filter));
   }
 
   /** The last metadata message of each subject (null where there is none), `ListBatch` requests at a time. */
@@ -210,12 +209,9 @@ export class Catalogue {
   async lastChunkTime(nuid: string): Promise<Date | null> {
     const subject = chunkSubject(this.bucket, nuid);
     for (const query of [{ last_by_subj: subject }, { next_by_subj: subject, seq: 1 }]) {
-      try {
-        const text = await jsApiRequest(this.nc, `STREAM.MSG.GET.${streamOf(this.bucket)}`, JSON.stringify(query));
-        return new Date((JSON.parse(text) as { message: { time: string } }).message.time);
-      } catch {
-        // try the next way
-      }
+      // Any failure: try the next way.
+      const found = await storedMessage(this.nc, this.bucket, query).catch(() => null);
+      if (found) return new Date(found.time);
     }
     return null;
   }
