@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import type { NatsConnection } from "@nats-io/nats-core";
+import { nuid, type NatsConnection } from "@nats-io/nats-core";
+import { jetstream } from "@nats-io/jetstream";
 import { Catalogue } from "../src/catalogue/catalogue.ts";
+import { purgeChunks } from "../src/catalogue/bucket-stream.ts";
+import { chunkSubject } from "../src/catalogue/object-format.ts";
 import { newId } from "../src/jobs/ids.ts";
 import type { BackupManifest, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
@@ -56,6 +59,30 @@ describe("listing from the manifest index", () => {
     const requests = seen.filter((s) => !s.startsWith("$JS.API.CONSUMER.MSG.NEXT."));
     assert.equal(requests.length, 5, JSON.stringify(requests));
     for (const subject of requests) assert.match(subject, /^\$JS\.API\.CONSUMER\.INFO\.OBJ_backups\./);
+  });
+
+  test("a list still asks one thing when the bucket's last messages are chunks, not metadata", async () => {
+    // An upload under way: chunks stored after the last manifest. A 2.9 consumer filtered on the
+    // metadata moves its delivered stream sequence past them, though it delivers none of them.
+    const js = jetstream(otherNc);
+    const uploadNuid = nuid.next();
+    for (let i = 0; i < 200; i++) await js.publish(chunkSubject("backups", uploadNuid), new Uint8Array(1024));
+    const fresh = await Catalogue.open(otherNc, { bucket: "backups", index: true });
+    try {
+      const seen: string[] = [];
+      const api = otherNc.subscribe("$JS.API.>", { callback: (_, m) => void seen.push(m.subject) });
+      await otherNc.flush();
+      for (let i = 0; i < 3; i++) assert.deepEqual((await fresh.list()).map((m) => m.id), [first.id]);
+      await otherNc.flush();
+      api.unsubscribe();
+      // (The service's own requests on its job records pass too.)
+      const onBucket = seen.filter((s) => s.includes(".OBJ_backups") && !s.startsWith("$JS.API.CONSUMER.MSG.NEXT."));
+      assert.equal(onBucket.length, 3, `each list is answered from the index, not read from the bucket: ${JSON.stringify(onBucket)}`);
+      for (const subject of onBucket) assert.match(subject, /^\$JS\.API\.CONSUMER\.INFO\.OBJ_backups\./);
+    } finally {
+      fresh.close();
+      await purgeChunks(otherNc, "backups", uploadNuid);
+    }
   });
 
   test("another writer's manifest and its deletion are listed as soon as they are stored", async () => {

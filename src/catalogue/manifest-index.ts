@@ -4,10 +4,12 @@
  * storing chunks, and a list made of server reads (the subjects, then each manifest) waited three
  * times as long as a PING there.
  *
- * Before it answers, the index asks its consumer how far the stream is (one request) and waits
- * until it has applied that much: a list shows every manifest stored before it was asked for,
- * whoever wrote it. When that takes too long (the consumer is being recreated, the server is
- * away), it answers null and the caller reads the bucket.
+ * Before it answers, the index asks its consumer how many messages it has delivered and holds
+ * pending (one request) and waits until it has applied that many: a list shows every manifest
+ * stored before it was asked for, whoever wrote it. Counted in the consumer's own sequence, not
+ * the stream's: a 2.9 consumer moves its delivered stream sequence past the chunks it skips.
+ * When that takes too long (the consumer is being recreated, the server is away), it answers
+ * null and the caller reads the bucket.
  */
 import { DeliverPolicy, type Consumer, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
 import type { BackupManifest } from "../protocol/schemas.ts";
@@ -18,9 +20,9 @@ export type ManifestOf = (meta: ObjectMetaRecord) => BackupManifest | null;
 
 export class ManifestIndex {
   #manifests = new Map<string, BackupManifest>();
-  /** Stream sequence of the last message applied, and the consumer's pending count after it. */
-  #lastSeq = 0;
-  #lastPending = 0;
+  /** The consumer that delivered the last message applied, and that message's delivery sequence. */
+  #lastConsumer = "";
+  #lastDelivery = 0;
   #waiters = new Set<() => void>();
   #messages: ConsumerMessages | null = null;
 
@@ -49,11 +51,11 @@ export class ManifestIndex {
     } catch {
       return null;
     }
-    const delivered = info.delivered.stream_seq;
-    // Caught up: nothing was pending and all that was delivered is applied; or, with messages
-    // pending then, a later one was applied with nothing pending after it.
-    const caughtUp = () =>
-      info.num_pending === 0 ? this.#lastSeq >= delivered : this.#lastSeq > delivered && this.#lastPending === 0;
+    // Caught up: the consumer's every delivery so far, and every one pending then, is applied. A
+    // consumer that has nothing to deliver (a new one, after a reset, starts after what was applied) is too.
+    const { name } = info;
+    const wanted = info.delivered.consumer_seq + info.num_pending;
+    const caughtUp = () => wanted === 0 || (this.#lastConsumer === name && this.#lastDelivery >= wanted);
     if (!caughtUp() && !(await this.#until(caughtUp, timeoutMs))) return null;
     return [...this.#manifests.values()];
   }
@@ -75,8 +77,8 @@ export class ManifestIndex {
         if (manifest === null) this.#manifests.delete(meta.name);
         else this.#manifests.set(meta.name, manifest);
       }
-      this.#lastSeq = m.seq;
-      this.#lastPending = m.info.pending;
+      this.#lastConsumer = m.info.consumer;
+      this.#lastDelivery = m.info.deliverySequence;
       for (const check of this.#waiters) check();
     }
   }
