@@ -15,10 +15,11 @@ import { serviceRequest } from "./jsapi.ts";
 import { summarizeProfile } from "./cpuprofile.ts";
 import { cpuSeconds, cpuTimes, HeapWatch, machineCpu, memory, MemoryWatch, waitForQuiet, type MemoryWindow } from "./proc.ts";
 import { rawRestore, rawSnapshot } from "./raw.ts";
-import { printReport, summarize, type OpRecord, type StreamInfoRecord } from "./report.ts";
+import { uncheckedRestore } from "./unchecked-restore.ts";
+import { latencies, printReport, summarize, type OpRecord, type StreamInfoRecord } from "./report.ts";
 import { idleLatency, LatencySampler } from "./sampler.ts";
 import { ServiceProcess } from "./service-proc.ts";
-import { latency, MB } from "./stats.ts";
+import { MB } from "./stats.ts";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const log = (text: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${text}\n`);
@@ -69,12 +70,14 @@ async function main(): Promise<number> {
 
   let server: NatsServer | null = null;
   let svc: ServiceProcess | null = null;
+  let echo: ServiceProcess | null = null;
   const conns: NatsConnection[] = [];
   let cleaned: Promise<void> | null = null;
   const cleanup = () =>
     (cleaned ??= (async () => {
       for (const c of conns) await c.close().catch(() => undefined);
       await svc?.stop().catch(() => svc?.killNow());
+      await echo?.stop().catch(() => echo?.killNow());
       await server?.stop().catch(() => undefined);
       rmSync(workDir, { recursive: true, force: true });
     })());
@@ -91,6 +94,7 @@ async function main(): Promise<number> {
   process.once("exit", () => {
     // Last resort if something exits without cleanup: kill only what we started.
     svc?.killNow();
+    echo?.killNow();
     if (server?.pid && !cleaned) {
       try {
         process.kill(server.pid, "SIGKILL");
@@ -147,8 +151,10 @@ async function main(): Promise<number> {
       log(`  ${name}: ${(built.state.bytes / MB).toFixed(1)} MiB stored in ${built.seconds.toFixed(1)} s`);
     }
 
-    log("idle latency: 400 requests");
-    const idle = await idleLatency(samplerNc, 400);
+    echo = await ServiceProcess.echo(nc, server.url);
+    log(`latency baseline responder pid ${echo.pid} (bench/echo-child.ts)`);
+    log("idle latency: 600 requests");
+    const idle = await idleLatency(samplerNc, 600);
     const rssAfterIdleRequests = memory(svc.pid);
 
     const records: OpRecord[] = [];
@@ -209,10 +215,7 @@ async function main(): Promise<number> {
         ...(mem ? { memory: mem } : {}),
         ...(samples
           ? {
-              latency: {
-                ping: latency(samples.ping, samples.pingErrors),
-                list: latency(samples.list, samples.listErrors),
-              },
+              latency: latencies([samples]),
               latencySamples: samples,
             }
           : {}),
@@ -315,9 +318,21 @@ async function main(): Promise<number> {
             `${tag} ${kind} service restore: ${record.seconds.toFixed(2)} s, peak RSS ${record.memory?.peakMB.toFixed(0)} MiB, check ${record.verify?.ok ? "ok" : "FAILED"}`,
           );
         };
+        const restoreUncheckedOp = async () => {
+          if (!has("restore-unchecked") || !backupId) return;
+          await deleteStream(nc, name);
+          await settle();
+          const id = backupId;
+          const { value, record } = await measure({ round, payload: kind, op: "restore-unchecked" }, stored, () =>
+            uncheckedRestore(nc, "backups", name, id),
+          );
+          record.verify = await verify(kind, "restore-unchecked", round);
+          log(`${tag} ${kind} unchecked restore: ${record.seconds.toFixed(2)} s (delivery ${value.deliverySeconds.toFixed(2)} s), check ${record.verify?.ok ? "ok" : "FAILED"}`);
+        };
 
         for (const op of flip ? [backupOp, snapshotOp] : [snapshotOp, backupOp]) await op();
-        for (const op of flip ? [restoreSvcOp, restoreRawOp] : [restoreRawOp, restoreSvcOp]) await op();
+        const restores = [restoreRawOp, restoreUncheckedOp, restoreSvcOp];
+        for (const op of flip ? restores.reverse() : restores) await op();
 
         // Keep the disk and the bucket bounded: drop this round's backup and raw archive.
         if (backupId) await serviceRequest(nc, `$BACKUP.delete.${backupId}`, "", 60_000);
@@ -346,7 +361,7 @@ async function main(): Promise<number> {
       node: process.version,
     });
     console.log(
-      `service VmRSS MB: ${serviceRssMB.afterStart.toFixed(0)} after start, ${serviceRssMB.afterIdleRequests.toFixed(0)} after 400 idle ping/list requests, ${serviceRssMB.atEnd.toFixed(0)} at the end`,
+      `service VmRSS MB: ${serviceRssMB.afterStart.toFixed(0)} after start, ${serviceRssMB.afterIdleRequests.toFixed(0)} after 600 idle echo/ping/list requests, ${serviceRssMB.atEnd.toFixed(0)} at the end`,
     );
     const result = {
       startedAt: startedAt.toISOString(),

@@ -1,18 +1,28 @@
 /**
- * Latency of the service's cheap requests while it works: one request at a time, alternating
- * `$SRV.PING.backup` and `$BACKUP.list`, until stopped.
+ * Latency of the service's cheap requests while it works: one request at a time, in turn
+ * `bench.echo` (the baseline: a responder that does nothing, in its own process), `$SRV.PING.backup`
+ * and `$BACKUP.list`, until stopped.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 
-export interface LatencySamples {
-  ping: number[];
-  list: number[];
-  pingErrors: number;
-  listErrors: number;
-}
+export const SampledRequests = ["echo", "ping", "list"] as const;
+export type SampledRequest = (typeof SampledRequests)[number];
+
+const requests: Record<SampledRequest, { subject: string; body: string }> = {
+  echo: { subject: "bench.echo", body: "" },
+  ping: { subject: "$SRV.PING.backup", body: "" },
+  list: { subject: "$BACKUP.list", body: "{}" },
+};
+
+/** Milliseconds per request, and failures. */
+export type LatencySamples = Record<SampledRequest, number[]> & { errors: Record<SampledRequest, number> };
 
 export function emptySamples(): LatencySamples {
-  return { ping: [], list: [], pingErrors: 0, listErrors: 0 };
+  return { echo: [], ping: [], list: [], errors: { echo: 0, ping: 0, list: 0 } };
+}
+
+export function sampleCount(s: LatencySamples): number {
+  return SampledRequests.reduce((n, k) => n + s[k].length + s.errors[k], 0);
 }
 
 export class LatencySampler {
@@ -37,18 +47,16 @@ export class LatencySampler {
 
   async #run(): Promise<void> {
     for (let i = 0; !this.#stopped; i++) {
-      const list = i % 2 === 1;
+      const kind = SampledRequests[i % SampledRequests.length]!;
+      const { subject, body } = requests[kind];
       const t0 = performance.now();
       try {
-        const reply = await this.nc.request(list ? "$BACKUP.list" : "$SRV.PING.backup", list ? "{}" : "", {
-          timeout: this.timeoutMs,
-        });
+        const reply = await this.nc.request(subject, body, { timeout: this.timeoutMs });
         const ms = performance.now() - t0;
         if (reply.headers?.get("Nats-Service-Error-Code")) throw new Error(reply.string());
-        (list ? this.samples.list : this.samples.ping).push(ms);
+        this.samples[kind].push(ms);
       } catch {
-        if (list) this.samples.listErrors++;
-        else this.samples.pingErrors++;
+        this.samples.errors[kind]++;
       }
     }
   }
@@ -58,7 +66,7 @@ export class LatencySampler {
 export async function idleLatency(nc: NatsConnection, count: number): Promise<LatencySamples> {
   const sampler = new LatencySampler(nc);
   sampler.start();
-  while (sampler.samples.ping.length + sampler.samples.list.length + sampler.samples.pingErrors + sampler.samples.listErrors < count) {
+  while (sampleCount(sampler.samples) < count) {
     await new Promise((r) => setTimeout(r, 20));
   }
   return sampler.stop();

@@ -1,6 +1,6 @@
 /**
  * The backup service as a child process (`node bin/nats-backup.js serve`), so its memory and CPU
- * are its own. Stopped by its own PID.
+ * are its own; also the latency baseline's responder (echo-child.ts). Stopped by their own PIDs.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -68,6 +68,16 @@ export class ServiceProcess {
         : opts.kind === "bundle"
           ? [bundleCli(opts.buildDir ?? root), ...serveArgs]
           : ["--import", "tsx", join(root, "bench", "service-child.ts"), "--server", url, ...(opts.childArgs ?? [])];
+    return ServiceProcess.#spawn(nc, argv, "$SRV.PING.backup");
+  }
+
+  /** The baseline responder of bench/echo-child.ts, answering `bench.echo`. */
+  static echo(nc: NatsConnection, url: string): Promise<ServiceProcess> {
+    return ServiceProcess.#spawn(nc, ["--import", "tsx", join(root, "bench", "echo-child.ts"), "--server", url], "bench.echo");
+  }
+
+  /** Spawns node with `argv` and waits until the child answers `ready`. */
+  static async #spawn(nc: NatsConnection, argv: string[], ready: string): Promise<ServiceProcess> {
     const proc = spawn(process.execPath, argv, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
     const svc = new ServiceProcess(proc);
     const keep = (chunk: Buffer) => {
@@ -77,16 +87,16 @@ export class ServiceProcess {
     proc.stderr!.on("data", keep);
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
-      if (!svc.alive) throw new Error(`the backup service exited with ${proc.exitCode ?? proc.signalCode}:\n${svc.#log}`);
+      if (!svc.alive) throw new Error(`${argv.join(" ")} exited with ${proc.exitCode ?? proc.signalCode}:\n${svc.#log}`);
       try {
-        await nc.request("$SRV.PING.backup", "", { timeout: 500 });
+        await nc.request(ready, "", { timeout: 500 });
         return svc;
       } catch {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
     await svc.stop();
-    throw new Error(`the backup service did not answer $SRV.PING.backup within 30s:\n${svc.#log}`);
+    throw new Error(`${argv.join(" ")} did not answer ${ready} within 30s:\n${svc.#log}`);
   }
 
   /** SIGTERM (it stops its service and drains), SIGKILL after `graceMs`. */
