@@ -54,7 +54,10 @@ export class ArchiveDelivery {
       nc,
       `CONSUMER.CREATE.${streamOf(info.bucket)}`,
       JSON.stringify({ stream_name: streamOf(info.bucket), config }),
-    );
+    ).catch((err: unknown) => {
+      const { code, description } = BackupError.from(err);
+      throw new BackupError(code, `could not start delivering ${info.name} from bucket ${info.bucket}: ${description}`, { cause: err });
+    });
     const { name } = JSON.parse(text) as ConsumerInfo;
     return new ArchiveDelivery(nc, info, name, opts);
   }
