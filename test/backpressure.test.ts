@@ -5,6 +5,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { createHash } from "node:crypto";
+import { pino } from "pino";
 import { jsApi } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { request, startService } from "./harness/service.ts";
@@ -20,13 +21,16 @@ describe("a snapshot that outruns the service", () => {
   let nc: NatsConnection;
   let serviceNc: NatsConnection;
   let svc: BackupService;
+  /** What the service logged at warn and above. */
+  const warnings: string[] = [];
 
   before(async () => {
     server = await NatsServer.start({ config: "max_pending: 2MB" });
     nc = await server.connect();
     serviceNc = await server.connect({ name: "service" });
     // Read-back windows that fit under the small max_pending.
-    svc = await startService(serviceNc, { tuning: { readBudgetBytes: 512 * 1024 } });
+    const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    svc = await startService(serviceNc, { tuning: { readBudgetBytes: 512 * 1024 }, logger });
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: "FAST", subjects: ["fast.>"], storage: "file" as never });
     const js = jetstream(nc);
@@ -60,6 +64,35 @@ describe("a snapshot that outruns the service", () => {
     await (await jetstreamManager(nc)).streams.delete("FAST");
     const restored = await request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);
     assert.equal(restored.errorCode, null, restored.raw);
+    assert.deepEqual(await fingerprint(nc, "FAST"), stored);
+  });
+
+  test("a restore whose watch on the delivery falls behind checks the archive read back, and restores exactly", async () => {
+    const stored = await fingerprint(nc, "FAST");
+    const backup = await request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
+    assert.equal(backup.errorCode, null, backup.raw);
+    const manifest = backup.body.result as BackupManifest;
+    await (await jetstreamManager(nc)).streams.delete("FAST");
+    const slowConsumers = (server.log.match(/Slow Consumer Detected/g) ?? []).length;
+    warnings.length = 0;
+
+    // The bucket's delivery consumer starts right after the service watches the restore's subject.
+    const deliveryCreated = nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.CREATED.OBJ_backups.*", { max: 1, timeout: 30_000 });
+    await nc.flush();
+    const done = request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);
+    for await (const _ of deliveryCreated) break;
+    // Hold this process (the service's too) while the bucket delivers: the watching connection falls behind.
+    const until = Date.now() + 400;
+    while (Date.now() < until);
+
+    const restored = await done;
+    assert.equal(restored.errorCode, null, restored.raw);
+    assert.equal(restored.body.state, "completed");
+    assert.ok((server.log.match(/Slow Consumer Detected/g) ?? []).length > slowConsumers, "the server dropped the watching connection");
+    assert.ok(
+      warnings.some((w) => /reading the archive back to check it/.test(w)),
+      `the service checked the archive read back: ${JSON.stringify(warnings)}`,
+    );
     assert.deepEqual(await fingerprint(nc, "FAST"), stored);
   });
 });

@@ -13,8 +13,10 @@ import { ArchiveUpload, dropRevivedEnd } from "./archive-upload.ts";
 import { BucketWriteTimeoutMs, purgeChunks, storedMessage, subjectCounts } from "./bucket-stream.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
 import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
+import { watchDelivery } from "./delivery-watch.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import type { Watch } from "../bulk/watch.ts";
 import { ManifestIndex } from "./manifest-index.ts";
 
 export interface CatalogueOptions {
@@ -92,6 +94,14 @@ export class Catalogue {
   /** Has the bucket's stream deliver the archive to a restore's subject. */
   deliverArchive(info: ObjectInfo, subject: string, opts: DeliveryOptions): Promise<ArchiveDelivery> {
     return ArchiveDelivery.start(this.nc, info as unknown as ObjectMetaRecord, subject, opts);
+  }
+
+  /**
+   * Checks the archive as the bucket delivers it to a restore's `subject`, watched on `bulk`
+   * (subscribed when this resolves, so call it before `deliverArchive`); see delivery-watch.ts.
+   */
+  watchDelivery(bulk: BulkConnection, info: ObjectInfo, subject: string, opts: { idleMs: number }): Promise<Watch> {
+    return watchDelivery(bulk, info as unknown as ObjectMetaRecord, subject, opts);
   }
 
   /** Reads the whole archive on `bulk` and checks its chunk count, size and digest (500, damaged, when they differ). */

@@ -1,8 +1,8 @@
 /**
  * A stream restore: the bucket's stream delivers the backup's archive straight to the server's
- * restore (bounded chunks in flight, each acked by the restore's answer) while this process reads
- * the same chunks with bounded flow to check count, size and digest; only when both are done is
- * the server told to build the stream. A restore that fails leaves no stream behind.
+ * restore (bounded chunks in flight, each acked by the restore's answer) while this process
+ * watches them go by and checks count, size and digest; only when both are done is the server
+ * told to build the stream. A restore that fails leaves no stream behind.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError } from "../protocol/errors.ts";
@@ -11,7 +11,9 @@ import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
+import type { ObjectInfo } from "@nats-io/obj";
 import { BulkConnectionError, type BulkConnection } from "../bulk/bulk-connection.ts";
+import { WatchLost } from "../bulk/watch.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 
@@ -45,23 +47,20 @@ export async function restoreStream(
   const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000);
   accepted();
   let delivery: ArchiveDelivery | undefined;
-  let bulk: BulkConnection | undefined;
+  const bulks: BulkConnection[] = [];
+  const openBulk = async () => {
+    const bulk = await ctx.openBulk();
+    bulks.push(bulk);
+    return bulk;
+  };
   try {
     job.progress(0, 0, archive.size);
-    // The bucket delivers to the server while this process reads the same chunks to check them.
-    // (Watching them go by to the server instead would save a read, but the server delivers to
-    // its restore at 700 MB/s and more: this process fell 64 MiB behind within 0.3 s, was dropped
-    // as a slow consumer and had to read them again anyway.)
     const log = ctx.log.child({ job: job.id });
+    // Watched from before the delivery starts: the chunks are checked as the restore gets them.
+    const { checked } = await checkAsDelivered(ctx, job, archive, session.deliverSubject, openBulk);
     delivery = await catalogue.deliverArchive(archive, session.deliverSubject, {
       window: ctx.tuning.restoreWindow,
       stallMs: ctx.tuning.snapshotIdleMs,
-    });
-    const checked = (async () => {
-      bulk = await ctx.openBulk();
-      await catalogue.checkArchive(bulk, archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs: ctx.tuning.snapshotIdleMs, signal: job.signal });
-    })().catch((err: unknown) => {
-      throw BulkConnectionError.during(`restore of stream ${stream}`, err);
     });
     // Both must be done before the server may build the stream.
     const both = Promise.all([
@@ -101,8 +100,42 @@ export async function restoreStream(
     );
     throw err;
   } finally {
-    bulk?.close();
+    for (const bulk of bulks) bulk.close();
   }
+}
+
+/**
+ * Checks the archive's chunk count, size and digest as the bucket delivers it to the restore's
+ * `subject`, watching on a bulk connection. When the watch is lost (this process fell behind and
+ * the server dropped it as a slow consumer, or it could not subscribe), reads the archive back
+ * from the bucket to check it instead. Resolves once watching, with `checked`, the check's outcome.
+ */
+async function checkAsDelivered(
+  ctx: JobContext,
+  job: Job,
+  archive: ObjectInfo,
+  subject: string,
+  openBulk: () => Promise<BulkConnection>,
+): Promise<{ checked: Promise<void> }> {
+  const { catalogue } = ctx;
+  const idleMs = ctx.tuning.snapshotIdleMs;
+  const readBack = async (lost: WatchLost) => {
+    if (job.signal.aborted) throw BackupError.from(job.signal.reason);
+    ctx.log.warn({ job: job.id, reason: lost.description }, "lost the watch on the restore's delivery; reading the archive back to check it");
+    await catalogue.checkArchive(await openBulk(), archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs, signal: job.signal });
+  };
+  const named = (err: unknown) => BulkConnectionError.during(`restore of stream ${job.record.stream}`, err);
+  let check: Promise<void>;
+  try {
+    const watch = await catalogue.watchDelivery(await openBulk(), archive, subject, { idleMs });
+    check = watch.ended.catch((err: unknown) => (err instanceof WatchLost ? readBack(err) : Promise.reject(err)));
+  } catch (err) {
+    if (!(err instanceof WatchLost)) throw named(err);
+    check = readBack(err);
+  }
+  const checked = check.catch((err: unknown) => Promise.reject(named(err)));
+  checked.catch(() => {}); // awaited by the caller, perhaps only after the delivery failed
+  return { checked };
 }
 
 /**

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { pino } from "pino";
+import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import { makeStream } from "./harness/fixtures.ts";
+import { NatsServer } from "./harness/nats-server.ts";
+import { fingerprint } from "./harness/proc-checks.ts";
+import { request, startService } from "./harness/service.ts";
+
+const Stream = "CHECKED";
+
+/**
+ * A restore checks the archive as the bucket delivers it to the server, on a subscription to the
+ * restore's subject: one consumer, one crossing of the socket. A service that may not subscribe
+ * there checks it read back from the bucket instead, through a second consumer.
+ */
+describe("the restore's check", () => {
+  let server: NatsServer;
+  let nc: NatsConnection;
+
+  before(async () => {
+    server = await NatsServer.start({
+      config: `authorization {
+  users = [
+    { user: app, password: app }
+    { user: restricted, password: restricted, permissions: { subscribe: { deny: ["$JS.SNAPSHOT.RESTORE.>"] } } }
+  ]
+}`,
+    });
+    nc = await server.connect({ user: "app", pass: "app" });
+    await makeStream(nc, Stream, { messages: 300, consumers: true });
+  });
+  after(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  /** Backs the stream up and restores it with a service connected as `user`; what it logged at warn, and the consumers the restore made on the bucket. */
+  async function roundTrip(user: string): Promise<{ warnings: string[]; bucketConsumers: number }> {
+    const warnings: string[] = [];
+    const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    const serviceNc = await server.connect({ user, pass: user });
+    let svc: BackupService | null = null;
+    try {
+      svc = await startService(serviceNc, { logger });
+      const original = await fingerprint(nc, Stream);
+      const backup = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true, chunk_size: 65536 }, 60_000);
+      assert.equal(backup.errorCode, null, backup.raw);
+      const manifest = backup.body.result as BackupManifest;
+      assert.ok(manifest.chunks > 4, `archive of ${manifest.chunks} chunks`);
+      await (await jetstreamManager(nc)).streams.delete(Stream);
+
+      const created: string[] = [];
+      const sub = nc.subscribe("$JS.API.CONSUMER.CREATE.OBJ_backups", { callback: (_, m) => void created.push(m.subject) });
+      await nc.flush();
+      const restored = await request<JobRecord>(nc, `$RESTORE.stream.${Stream}`, { wait: true, backup: manifest.id }, 60_000);
+      await nc.flush();
+      sub.unsubscribe();
+      assert.equal(restored.errorCode, null, restored.raw);
+      assert.equal(restored.body.state, "completed");
+      assert.deepEqual(await fingerprint(nc, Stream), original);
+      return { warnings, bucketConsumers: created.length };
+    } finally {
+      await svc?.stop();
+      await serviceNc.close();
+    }
+  }
+
+  test("watches the delivery: one consumer on the bucket, nothing read back", async () => {
+    const { warnings, bucketConsumers } = await roundTrip("app");
+    assert.deepEqual(warnings, []);
+    assert.equal(bucketConsumers, 1, "only the delivery's consumer");
+  });
+
+  test("without permission to subscribe to the restore's subject, reads the archive back and restores exactly", async () => {
+    const { warnings, bucketConsumers } = await roundTrip("restricted");
+    assert.ok(
+      warnings.some((w) => /reading the archive back to check it/.test(w)),
+      `the service said it read the archive back: ${JSON.stringify(warnings)}`,
+    );
+    assert.equal(bucketConsumers, 2, "the delivery's consumer and the read-back's");
+  });
+});
