@@ -5,13 +5,13 @@
  * told to build the stream. A restore that fails leaves no stream behind.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
+import type { ObjectInfo } from "@nats-io/obj";
 import { BackupError } from "../protocol/errors.ts";
 import type { RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
 import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
-import type { ObjectInfo } from "@nats-io/obj";
 import { BulkConnectionError, type BulkConnection } from "../bulk/bulk-connection.ts";
 import { WatchLost } from "../bulk/watch.ts";
 import type { JobContext } from "./context.ts";
