@@ -10,7 +10,7 @@ export interface Tuning {
   chunkSize: number;
   /** Restore chunks awaiting the server's answer, per restore. */
   restoreWindow: number;
-  /** Bytes a bucket read keeps in flight (archive checks, backups read back), per job. */
+  /** Bytes a bucket read keeps in flight (backups read back, archives checked read back), per job. */
   readBudgetBytes: number;
   /** A snapshot that sends nothing for this long has failed. */
   snapshotIdleMs: number;
@@ -27,7 +27,7 @@ export interface JobContext {
   /** API requests, the bucket's small objects, job records. */
   nc: NatsConnection;
   /**
-   * A new connection for one job's bulk data (watching its snapshot, reading its archive back);
+   * A new connection for one job's bulk data (watching its snapshot or its restore's delivery, reading an archive back);
    * the job closes it. Its own, so that a slow-consumer drop touches no other job or endpoint.
    */
   openBulk(): Promise<BulkConnection>;
