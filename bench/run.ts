@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { NatsServer } from "../test/harness/nats-server.ts";
+import { Defaults } from "../src/mod.ts";
 import { parseBenchArgs, usage, type BenchArgs, type Op } from "./args.ts";
 import { buildStream, deleteStream, MessageSize, streamInfo, streamName, type PayloadKind, type StreamState } from "./fill.ts";
 import { serviceRequest } from "./jsapi.ts";
@@ -324,7 +325,7 @@ async function main(): Promise<number> {
           await settle();
           const id = backupId;
           const { value, record } = await measure({ round, payload: kind, op: "restore-unchecked" }, stored, () =>
-            uncheckedRestore(nc, "backups", name, id),
+            uncheckedRestore(nc, Defaults.bucket, name, id),
           );
           record.verify = await verify(kind, "restore-unchecked", round);
           log(`${tag} ${kind} unchecked restore: ${record.seconds.toFixed(2)} s (delivery ${value.deliverySeconds.toFixed(2)} s), check ${record.verify?.ok ? "ok" : "FAILED"}`);

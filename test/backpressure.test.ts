@@ -5,10 +5,9 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { createHash } from "node:crypto";
-import { pino } from "pino";
 import { jsApi } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
-import { request, startService } from "./harness/service.ts";
+import { request, startService, warningsLogger } from "./harness/service.ts";
 
 const MiB = 1024 * 1024;
 
@@ -22,14 +21,13 @@ describe("a snapshot that outruns the service", () => {
   let serviceNc: NatsConnection;
   let svc: BackupService;
   /** What the service logged at warn and above. */
-  const warnings: string[] = [];
+  const { logger, warnings } = warningsLogger();
 
   before(async () => {
     server = await NatsServer.start({ config: "max_pending: 2MB" });
     nc = await server.connect();
     serviceNc = await server.connect({ name: "service" });
     // Read-back windows that fit under the small max_pending.
-    const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
     svc = await startService(serviceNc, { tuning: { readBudgetBytes: 512 * 1024 }, logger });
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: "FAST", subjects: ["fast.>"], storage: "file" as never });

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Objm, type ObjectInfo } from "@nats-io/obj";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { request, startService } from "./harness/service.ts";
-import { Collector, jsApi, readSubject, streamState, subjectCounts } from "./harness/inspect.ts";
+import { Collector, jsApi, streamState } from "./harness/inspect.ts";
+import { flipOneBit, rewriteChunks } from "./harness/archive.ts";
 
 const Stream = "INTEG";
 
@@ -46,32 +46,6 @@ describe("damaged backups are refused", () => {
     await server?.stop();
   });
 
-  async function archiveObject(id: string): Promise<ObjectInfo> {
-    const os = await new Objm(jetstream(nc)).open(svc.bucket);
-    const info = await os.info(`${id}/stream.tar.s2`);
-    assert.ok(info && !info.deleted, `the archive of ${id} is in the bucket`);
-    return info;
-  }
-
-  /** Replaces the archive's chunks with `rewrite(chunks)`, in order, on the same subject; its metadata stays. */
-  async function rewriteChunks(id: string, rewrite: (chunks: Buffer[]) => Buffer[]): Promise<void> {
-    const info = await archiveObject(id);
-    const subject = `$O.${svc.bucket}.C.${info.nuid}`;
-    const stored = await readSubject(nc, `OBJ_${svc.bucket}`, subject);
-    assert.equal(stored.length, info.chunks);
-    const chunks = rewrite(stored.map((m) => m.data));
-    const purged = await jsApi<{ success: boolean; purged: number }>(nc, `STREAM.PURGE.OBJ_${svc.bucket}`, { filter: subject });
-    assert.equal(purged.success, true, JSON.stringify(purged));
-    assert.equal(purged.purged, info.chunks);
-    const js = jetstream(nc);
-    for (const chunk of chunks) await js.publish(subject, chunk, { expect: { streamName: `OBJ_${svc.bucket}` } });
-    assert.deepEqual(await subjectCounts(nc, `OBJ_${svc.bucket}`, subject), chunks.length ? { [subject]: chunks.length } : {});
-    // The object's metadata still describes the original bytes.
-    const after = await archiveObject(id);
-    assert.equal(after.digest, info.digest);
-    assert.equal(after.chunks, info.chunks);
-  }
-
   /** Restores `backup` with wait:true and checks it was refused, the job failed, and no stream was left. */
   async function assertRefused(backup: BackupManifest, why: RegExp): Promise<void> {
     const reply = await request<{ error: { code: number; description: string } }>(
@@ -107,19 +81,13 @@ describe("damaged backups are refused", () => {
 
   test("an archive with one flipped byte is refused and leaves no stream", async () => {
     const [damaged] = backups as [BackupManifest];
-    await rewriteChunks(damaged.id, (chunks) => {
-      const copy = chunks.map((c) => Buffer.from(c));
-      const victim = copy[Math.floor(copy.length / 2)]!;
-      const at = Math.floor(victim.length / 2);
-      victim[at] = victim[at]! ^ 0x01;
-      return copy;
-    });
+    await rewriteChunks(nc, svc.bucket, damaged.id, flipOneBit);
     await assertRefused(damaged, /damaged: digest .* does not match/);
   });
 
   test("an archive missing one chunk is refused and leaves no stream", async () => {
     const damaged = backups[1]!;
-    await rewriteChunks(damaged.id, (chunks) => chunks.filter((_, i) => i !== 1));
+    await rewriteChunks(nc, svc.bucket, damaged.id, (chunks) => chunks.filter((_, i) => i !== 1));
     await assertRefused(damaged, /damaged: only \d+ of its \d+ chunks are in the bucket/);
   });
 

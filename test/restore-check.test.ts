@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { pino } from "pino";
 import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { fingerprint } from "./harness/proc-checks.ts";
-import { request, startService } from "./harness/service.ts";
+import { request, startService, warningsLogger } from "./harness/service.ts";
 
 const Stream = "CHECKED";
 
@@ -39,8 +38,7 @@ describe("the restore's check", () => {
 
   /** Backs the stream up and restores it with a service connected as `user`; what it logged at warn, and the consumers the restore made on the bucket. */
   async function roundTrip(user: string): Promise<{ warnings: string[]; bucketConsumers: number }> {
-    const warnings: string[] = [];
-    const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    const { logger, warnings } = warningsLogger();
     const serviceNc = await server.connect({ user, pass: user });
     let svc: BackupService | null = null;
     try {

@@ -30,12 +30,7 @@ export function watchDelivery(bulk: BulkConnection, info: CheckedObject, subject
       part: (bytes) => {
         if (chunk) check.part(bytes);
       },
-      end: () => {
-        if (!chunk) return "more";
-        const next = check.endChunk(chunk.pending);
-        if (next === "done") check.verify();
-        return next;
-      },
+      end: () => (chunk ? check.endChunk(chunk.pending) : "more"),
     },
     { what: `the delivery of ${info.name} to the restore`, idleMs: opts.idleMs },
   );

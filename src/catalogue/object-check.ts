@@ -18,16 +18,19 @@ export class ObjectCheck {
   }
 
   /**
-   * A chunk was read, and its consumer holds `pending` more: checks the count so far. Counted as
-   * read, since after a restart a 2.9 server can misreport the subject's message count in
-   * STREAM.INFO while the consumer's pending count stays right.
+   * A chunk was read, and its consumer holds `pending` more: checks the count so far, and after
+   * the last chunk the whole object (`verify`), so "done" means found whole. Counted as read,
+   * since after a restart a 2.9 server can misreport the subject's message count in STREAM.INFO
+   * while the consumer's pending count stays right.
    */
   endChunk(pending: number): "more" | "done" {
     this.#tally.endChunk();
     const { info } = this;
     if (pending === 0 && !this.complete) throw damaged(info, `only ${this.chunks} of its ${info.chunks} chunks are in the bucket`);
     if (pending > 0 && this.complete) throw damaged(info, `the bucket holds more than the ${info.chunks} chunks its metadata says`);
-    return this.complete ? "done" : "more";
+    if (!this.complete) return "more";
+    this.verify();
+    return "done";
   }
 
   /** Every recorded chunk was read. */
@@ -35,7 +38,7 @@ export class ObjectCheck {
     return this.#tally.chunks >= this.info.chunks;
   }
 
-  /** Throws (500, "damaged") unless what was added is the recorded object. */
+  /** Throws (500, "damaged") unless what was added is the recorded object. Once only: it ends the hash. */
   verify(): void {
     const { info } = this;
     const tally = this.#tally;

@@ -19,7 +19,7 @@ export interface ObjectReadOptions {
   signal?: AbortSignal;
 }
 
-/** Resolves once the whole object was read and found to be the recorded one; rejects (500, damaged) otherwise. */
+/** Resolves once the whole object was read and found to be the recorded one (see ObjectCheck.endChunk); rejects (500, damaged) otherwise. */
 export async function checkObject(nc: NatsConnection, bulk: BulkConnection, info: CheckedObjectInfo, opts: ObjectReadOptions): Promise<void> {
   const check = new ObjectCheck(info);
   if (info.chunks > 0) {
@@ -60,6 +60,7 @@ export async function checkObject(nc: NatsConnection, bulk: BulkConnection, info
       opts.signal?.removeEventListener("abort", onAbort);
       await feed.close();
     }
+  } else {
+    check.verify();
   }
-  check.verify();
 }

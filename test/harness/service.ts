@@ -1,6 +1,6 @@
 /** The service under test, on its own connection, and a client that speaks to it like `nats req`. */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { NatsServer } from "./nats-server.ts";
 import { startBackupService, type BackupService, type BackupServiceOptions } from "../../src/mod.ts";
 
@@ -36,6 +36,13 @@ export async function request<T = unknown>(
 
 export function testLogger() {
   return pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+}
+
+/** A logger that keeps the message of every line at warn and above, for tests that check what the service warned about. */
+export function warningsLogger(): { logger: Logger; warnings: string[] } {
+  const warnings: string[] = [];
+  const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+  return { logger, warnings };
 }
 
 export async function startService(nc: NatsConnection, opts: BackupServiceOptions = {}): Promise<BackupService> {
