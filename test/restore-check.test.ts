@@ -7,6 +7,8 @@ import { makeStream } from "./harness/fixtures.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { fingerprint } from "./harness/proc-checks.ts";
 import { request, startService, warningsLogger } from "./harness/service.ts";
+import { flipOneBit, rewriteChunks } from "./harness/archive.ts";
+import { jsApi } from "./harness/inspect.ts";
 
 const Stream = "CHECKED";
 
@@ -79,5 +81,28 @@ describe("the restore's check", () => {
       `the service said it read the archive back: ${JSON.stringify(warnings)}`,
     );
     assert.equal(bucketConsumers, 2, "the delivery's consumer and the read-back's");
+  });
+
+  test("read back, a damaged archive is refused and leaves no stream", async () => {
+    const serviceNc = await server.connect({ user: "restricted", pass: "restricted" });
+    const { logger, warnings } = warningsLogger();
+    const svc = await startService(serviceNc, { logger });
+    try {
+      const backup = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true, chunk_size: 65536 }, 60_000);
+      assert.equal(backup.errorCode, null, backup.raw);
+      const manifest = backup.body.result as BackupManifest;
+      await rewriteChunks(nc, svc.bucket, manifest.id, flipOneBit);
+      await (await jetstreamManager(nc)).streams.delete(Stream);
+
+      const reply = await request(nc, `$RESTORE.stream.${Stream}`, { wait: true, backup: manifest.id }, 60_000);
+      assert.equal(reply.errorCode, 500, reply.raw);
+      assert.match(reply.errorHeader ?? "", /damaged: digest .* does not match/);
+      assert.ok(warnings.some((w) => /reading the archive back to check it/.test(w)), JSON.stringify(warnings));
+      const info = await jsApi(nc, `STREAM.INFO.${Stream}`);
+      assert.equal(info.error?.err_code, 10059, `stream ${Stream} does not exist: ${JSON.stringify(info)}`);
+    } finally {
+      await svc.stop();
+      await serviceNc.close();
+    }
   });
 });
