@@ -1,6 +1,7 @@
 /**
  * Real nats-server processes for tests: free loopback ports, temporary store directories,
  * stopped by their own PID. Single servers, servers from a config (accounts), and clusters.
+ * Which binary runs is decided in binaries.ts (NATS_SERVER_BIN, else the newest built one).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -9,6 +10,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NodeConnectionOptions } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { natsServerBin, serverVersion, type Version } from "./binaries.ts";
+
+export {
+  natsServerBin,
+  natsServerBinary,
+  natsCliBinary,
+  serverVersion,
+  serverAtLeast,
+  needsServer,
+  cachedServers,
+  type Version,
+} from "./binaries.ts";
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -29,6 +42,8 @@ export interface ServerOptions {
   storeDir?: string;
   port?: number;
   serverName?: string;
+  /** The nats-server binary; by default the one binaries.ts chooses. */
+  bin?: string;
 }
 
 export class NatsServer {
@@ -39,6 +54,7 @@ export class NatsServer {
   readonly port: number;
   readonly url: string;
   readonly name: string;
+  readonly bin: string;
 
   private constructor(
     port: number,
@@ -49,6 +65,7 @@ export class NatsServer {
     this.port = port;
     this.url = `nats://127.0.0.1:${port}`;
     this.name = opts.serverName ?? `s${port}`;
+    this.bin = opts.bin ?? natsServerBin();
   }
 
   static async start(opts: ServerOptions = {}): Promise<NatsServer> {
@@ -63,6 +80,10 @@ export class NatsServer {
   get log(): string {
     return this.#log;
   }
+  /** The version of the binary this server runs. */
+  get version(): Version {
+    return serverVersion(this.bin);
+  }
 
   async #spawn(): Promise<void> {
     const conf = join(this.dir, "server.conf");
@@ -76,10 +97,10 @@ export class NatsServer {
       ].join("\n"),
     );
     this.#log = "";
-    const proc = spawn("nats-server", ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(this.bin, ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
     this.#proc = proc;
     const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${this.#log}`)), 15_000);
+      const timer = setTimeout(() => reject(new Error(`${this.bin} did not start:\n${this.#log}`)), 15_000);
       const onData = (chunk: Buffer) => {
         this.#log = (this.#log + chunk.toString()).slice(-20_000);
         if (this.#log.includes("Server is ready")) {
@@ -91,7 +112,7 @@ export class NatsServer {
       proc.stderr!.on("data", onData);
       proc.once("exit", (code) => {
         clearTimeout(timer);
-        reject(new Error(`nats-server exited with ${code}:\n${this.#log}`));
+        reject(new Error(`${this.bin} exited with ${code}:\n${this.#log}`));
       });
     });
     await ready;
@@ -134,13 +155,14 @@ export class NatsServer {
 export class NatsCluster {
   private constructor(readonly servers: NatsServer[]) {}
 
-  static async start(size = 3, opts: { name?: string; tags?: (i: number) => string[] } = {}): Promise<NatsCluster> {
+  static async start(size = 3, opts: { name?: string; tags?: (i: number) => string[]; bin?: string } = {}): Promise<NatsCluster> {
     const clusterName = opts.name ?? "C1";
     const routePorts = await Promise.all(Array.from({ length: size }, () => freePort()));
     const routes = routePorts.map((p) => `"nats-route://127.0.0.1:${p}"`).join(", ");
     const servers = await Promise.all(
       routePorts.map((routePort, i) =>
         NatsServer.start({
+          bin: opts.bin,
           serverName: `${clusterName}-n${i + 1}`,
           config: [
             `cluster { name: ${clusterName}, listen: "127.0.0.1:${routePort}", routes: [${routes}] }`,
