@@ -111,8 +111,9 @@ async function main(): Promise<number> {
     const nc = await server.connect({ name: "bench" });
     const samplerNc = await server.connect({ name: "bench-sampler" });
     conns.push(nc, samplerNc);
-    const serverVersion = execFileSync("nats-server", ["--version"], { encoding: "utf8" }).trim();
-    log(`${serverVersion} at ${server.url} (pid ${serverPid}), store ${server.storeDir}`);
+    // The binary is the tests' (NATS_SERVER_BIN, else the newest built, else PATH): test/harness/binaries.ts.
+    const serverVersion = `nats-server: v${server.version.text}`;
+    log(`${serverVersion} (${server.bin}) at ${server.url} (pid ${serverPid}), store ${server.storeDir}`);
 
     const profDir = join(resultsDir, `prof-${stamp}`);
     if (args.profile) mkdirSync(profDir, { recursive: true });
@@ -371,6 +372,7 @@ async function main(): Promise<number> {
       source: sourceState(),
       environment: {
         natsServer: serverVersion,
+        natsServerBin: server.bin,
         natsServerInfo: nc.info?.version,
         maxPayload: nc.info?.max_payload,
         node: process.version,
