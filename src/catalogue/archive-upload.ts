@@ -5,14 +5,15 @@
  * hashes and counts the chunks (`tally`), either as they go by (from a watch, then `finishWatched`
  * checks that the bucket stored as many) or read back as stored (`stored`, then `finish`); see
  * backup-job.ts. Then it deletes the snapshot's end message and writes the metadata that makes
- * the object visible.
+ * the object visible (without a rollup: see object-writes.ts).
  */
-import { headers, nuid, type NatsConnection } from "@nats-io/nats-core";
+import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { BucketWriteTimeoutMs, deleteMessage, purgeChunks, storedMessage, subjectCounts, type StoredMessageSummary } from "./bucket-stream.ts";
-import { ChunkTally, chunkSubject, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { deleteMessage, purgeChunks, storedMessage, subjectCounts, type StoredMessageSummary } from "./bucket-stream.ts";
+import { ChunkTally, chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { publishMeta, readMeta } from "./object-writes.ts";
 import { SubjectFeed, type FeedOptions, type StoredMessage, type StoredMessageHandler } from "./subject-feed.ts";
 
 export class ArchiveUpload {
@@ -85,9 +86,9 @@ export class ArchiveUpload {
       digest: this.tally.digest(),
       deleted: false,
     };
-    const h = headers();
-    h.set("Nats-Rollup", "sub");
-    await this.js.publish(metaSubject(this.bucket, this.name), JSON.stringify(meta), { headers: h, timeout: BucketWriteTimeoutMs });
+    // No rollup (see object-writes.ts); a retried backup replaces the deleted record of its first try.
+    const replaced = await readMeta(this.nc, this.bucket, this.name);
+    await publishMeta(this.js, meta, replaced?.seq ?? 0);
     return meta;
   }
 

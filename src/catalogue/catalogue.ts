@@ -10,7 +10,8 @@ import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { BackupManifest } from "../protocol/schemas.ts";
 import { ArchiveUpload, dropRevivedEnd } from "./archive-upload.ts";
-import { BucketWriteTimeoutMs, purgeChunks, storedMessage, subjectCounts } from "./bucket-stream.ts";
+import { purgeChunks, storedMessage, subjectCounts } from "./bucket-stream.ts";
+import { deleteObject, MetaChanged, publishDeleted, putSmallObject, readMeta } from "./object-writes.ts";
 import { ArchiveDelivery, type DeliveryOptions } from "./archive-delivery.ts";
 import { checkObject, type ObjectReadOptions } from "./object-reader.ts";
 import { watchDelivery } from "./delivery-watch.ts";
@@ -34,7 +35,8 @@ export const objectNames = (id: string) => ({
 });
 
 const ManifestSuffix = "/manifest.json";
-const ManifestMetadataKey = "nats-backup-manifest";
+/** The object metadata key that carries a manifest object's JSON, so that listing reads no object bodies. */
+export const ManifestMetadataKey = "nats-backup-manifest";
 /** Manifests read at once while listing. */
 const ListBatch = 64;
 
@@ -64,8 +66,12 @@ export class Catalogue {
     this.#index?.stop();
   }
 
+  /** Stores backup.json; a retried backup replaces the deleted record of its first try. */
   async putConfig(id: string, backupJson: string): Promise<void> {
-    await this.store.putBlob({ name: objectNames(id).config }, new TextEncoder().encode(backupJson), { timeout: BucketWriteTimeoutMs });
+    const name = objectNames(id).config;
+    const replaced = await readMeta(this.nc, this.bucket, name);
+    if (replaced && !replaced.meta.deleted) throw new BackupError(ErrorCode.Internal, `${name} is already in bucket ${this.bucket}`);
+    await putSmallObject(this.js, this.bucket, name, new TextEncoder().encode(backupJson), { replaces: replaced?.seq ?? 0 });
   }
 
   /** The backup.json text; small, so read whole (the library checks its digest). */
@@ -109,14 +115,68 @@ export class Catalogue {
     return checkObject(this.nc, bulk, info as unknown as ObjectMetaRecord, opts);
   }
 
-  /** Makes a backup visible as completed. */
+  /**
+   * Makes a backup visible as completed: checks that its parts are in the bucket as written, then
+   * stores its manifest, which can be written once only. When the write's answer is lost, it finds
+   * out whether the manifest landed (`settleManifest`): resolves if it did, throws if it did not.
+   */
   async commit(manifest: BackupManifest): Promise<void> {
+    await this.#checkParts(manifest);
     const json = JSON.stringify(manifest);
-    await this.store.putBlob(
-      { name: objectNames(manifest.id).manifest, metadata: { [ManifestMetadataKey]: json } },
-      new TextEncoder().encode(json),
-      { timeout: BucketWriteTimeoutMs },
-    );
+    const name = objectNames(manifest.id).manifest;
+    try {
+      await putSmallObject(this.js, this.bucket, name, new TextEncoder().encode(json), { metadata: { [ManifestMetadataKey]: json } });
+    } catch (err) {
+      const landed = await this.settleManifest(manifest.id);
+      if (landed && JSON.stringify(landed) === json) return;
+      if (err instanceof MetaChanged || landed) {
+        throw BackupError.conflict(`backup ${manifest.id} can no longer be committed: its job was judged abandoned and taken over`);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Settles whether backup `id` has a manifest, for good: the manifest, or null once none can be
+   * written any more (a deleted record takes the name first). For a commit whose answer was lost,
+   * and for the sweeper before it removes the parts of a backup whose job is gone.
+   */
+  async settleManifest(id: string, attempts = 6): Promise<BackupManifest | null> {
+    const name = objectNames(id).manifest;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      try {
+        await publishDeleted(this.js, this.bucket, name, 0);
+        return null;
+      } catch (err) {
+        lastError = err;
+        if (err instanceof MetaChanged) {
+          const current = await readMeta(this.nc, this.bucket, name).catch(() => null);
+          if (current) return current.meta.deleted ? null : parseManifest(current.meta.metadata?.[ManifestMetadataKey]);
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    }
+    throw new BackupError(ErrorCode.Unavailable, `could not tell whether backup ${id} has a manifest: ${(lastError as Error).message}`, {
+      cause: lastError,
+    });
+  }
+
+  /** A backup's backup.json and archive are in the bucket and whole: live, every chunk stored, the archive the one the manifest records. */
+  async #checkParts(manifest: BackupManifest): Promise<void> {
+    const names = objectNames(manifest.id);
+    const notWhole = (why: string) => new BackupError(ErrorCode.Internal, `backup ${manifest.id} is not whole: ${why} (bucket ${this.bucket})`);
+    for (const name of [names.config, names.archive]) {
+      const stored = await readMeta(this.nc, this.bucket, name);
+      if (!stored || stored.meta.deleted) throw notWhole(`${name} is missing`);
+      const { meta } = stored;
+      if (name === names.archive && (meta.digest !== manifest.sha256 || meta.size !== manifest.size || meta.chunks !== manifest.chunks)) {
+        throw notWhole(`${name} is not the archive the manifest records`);
+      }
+      const subject = chunkSubject(this.bucket, meta.nuid);
+      const chunks = (await subjectCounts(this.nc, this.bucket, subject))[subject] ?? 0;
+      if (chunks !== meta.chunks) throw notWhole(`${chunks} of the ${meta.chunks} chunks of ${name} are stored`);
+    }
   }
 
   /** Completed backups, newest first: from the index when it can tell, else read from the bucket. */
@@ -177,10 +237,7 @@ export class Catalogue {
     const names = objectNames(id);
     let removed = 0;
     for (const name of [names.manifest, names.archive, names.config]) {
-      const info = await this.store.info(name);
-      if (!info || info.deleted) continue;
-      await this.store.delete(name);
-      removed++;
+      if (await deleteObject(this.nc, this.js, this.bucket, name)) removed++;
     }
     return removed;
   }
@@ -202,7 +259,7 @@ export class Catalogue {
   }
 
   async deleteObject(name: string): Promise<void> {
-    await this.store.delete(name);
+    await deleteObject(this.nc, this.js, this.bucket, name);
   }
 
   /** The upload ids (nuids) that have chunks in the bucket's stream. */
@@ -234,10 +291,7 @@ export class Catalogue {
   async discard(id: string, upload?: ArchiveUpload, untilQuietMs = 0): Promise<void> {
     if (upload) await upload.abort(untilQuietMs);
     const names = objectNames(id);
-    for (const name of [names.archive, names.config]) {
-      const info = await this.store.info(name);
-      if (info && !info.deleted) await this.store.delete(name);
-    }
+    for (const name of [names.archive, names.config]) await deleteObject(this.nc, this.js, this.bucket, name);
   }
 }
 

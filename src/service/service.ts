@@ -40,6 +40,8 @@ export interface BackupService {
   /** The micro service instance id; job records name it as their instance. */
   readonly id: string;
   readonly bucket: string;
+  /** The bucket's backups, as `$BACKUP.list` and `info` read them. */
+  readonly catalogue: Catalogue;
   readonly service: Service;
   readonly runner: JobRunner;
   readonly sweeper: Sweeper;
@@ -108,6 +110,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   return {
     id,
     bucket,
+    catalogue,
     service,
     runner,
     sweeper,
