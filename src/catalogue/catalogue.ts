@@ -40,6 +40,9 @@ export const ManifestMetadataKey = "nats-backup-manifest";
 /** Manifests read at once while listing. */
 const ListBatch = 64;
 
+/** A commit whose answer was lost, and whether its manifest landed could not be found out: the backup's parts must stay. */
+export class ManifestUnsettled extends BackupError {}
+
 export class Catalogue {
   #index: ManifestIndex | null = null;
 
@@ -157,7 +160,7 @@ export class Catalogue {
       }
       await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
     }
-    throw new BackupError(ErrorCode.Unavailable, `could not tell whether backup ${id} has a manifest: ${(lastError as Error).message}`, {
+    throw new ManifestUnsettled(ErrorCode.Unavailable, `could not tell whether backup ${id} has a manifest: ${(lastError as Error).message}`, {
       cause: lastError,
     });
   }

@@ -1,9 +1,9 @@
 /** A stream backup: the server's snapshot streamed into the bucket, then checked and committed. */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { objectNames } from "../catalogue/catalogue.ts";
+import { ManifestUnsettled, objectNames } from "../catalogue/catalogue.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest, streamCreated } from "../snapshot/jsapi.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
 import { WatchLost } from "../bulk/watch.ts";
 import { BulkConnectionError } from "../bulk/bulk-connection.ts";
@@ -21,6 +21,8 @@ export async function backupStream(
 ): Promise<BackupManifest> {
   const { nc, catalogue } = ctx;
   const stream = job.record.stream;
+  const streamCreatedAt = await streamCreated(nc, stream);
+  if (streamCreatedAt === null) throw BackupError.notFound(`stream ${stream} not found`);
   const consumers = req.consumers ? await consumerNames(nc, stream) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
   const created = new Date().toISOString();
@@ -47,6 +49,7 @@ export async function backupStream(
     id: job.id,
     scope: "stream",
     stream,
+    stream_created: streamCreatedAt,
     created,
     completed: new Date().toISOString(),
     size: archive.size,
@@ -63,10 +66,14 @@ export async function backupStream(
     server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
   };
   try {
+    await job.confirmOwnership();
     await catalogue.commit(manifest);
     ctx.log.debug({ job: job.id }, "manifest written");
   } catch (err) {
-    await catalogue.discard(job.id).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+    // Not committed, and never will be: its parts go. (Unsettled: it may be listed yet, whole.)
+    if (!(err instanceof ManifestUnsettled)) {
+      await catalogue.discard(job.id).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+    }
     throw err;
   }
   return manifest;

@@ -1,14 +1,16 @@
 /**
  * One job's record and its status events. Every job publishes on `$BACKUP.status.<id>`: one
  * event when it starts, progress at least once a second, and exactly one terminal event; the
- * same record is kept in the job store for `$BACKUP.job.<id>`.
+ * same record is kept in the job store for `$BACKUP.job.<id>`. The record is written
+ * compare-and-set: when a sweeper took the job over (judged it abandoned and ended its record),
+ * the job is aborted, and it publishes and stores nothing more; the sweeper's event was the last.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
-import { BackupError } from "../protocol/errors.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, JobRecord, JobStarted, RestoreResult } from "../protocol/schemas.ts";
 import { Subjects } from "../protocol/subjects.ts";
-import type { JobStore } from "./job-store.ts";
+import { RecordChanged, type JobStore } from "./job-store.ts";
 
 export type Operation = JobRecord["operation"];
 
@@ -26,6 +28,12 @@ export class Job {
   readonly abort = new AbortController();
   readonly done: Promise<JobRecord>;
   #record: JobRecord;
+  /** The stored record's revision (0: not stored yet). */
+  #revision = 0;
+  /** Record writes, one after another: each is compare-and-set on the revision the previous left. */
+  #writes: Promise<unknown> = Promise.resolve();
+  /** What someone else wrote over this job's record, once that happened. */
+  #takenOver: JobRecord | null = null;
   #startedAt = Date.now();
   #ticker: NodeJS.Timeout;
   #resolveDone!: (record: JobRecord) => void;
@@ -96,6 +104,15 @@ export class Job {
     }
   }
 
+  /**
+   * Stores the record now, and throws if the job was taken over: for a job about to make its
+   * outcome visible (a backup's manifest), so that a job someone else ended commits nothing.
+   */
+  async confirmOwnership(): Promise<void> {
+    await this.#emit(TerminalStoreAttempts);
+    if (this.#takenOver) throw this.#takenOverError();
+  }
+
   complete(result: BackupManifest | RestoreResult): JobRecord {
     if (this.#record.state !== "running") return this.record;
     this.progress(this.#record.progress.bytes, this.#record.progress.chunks, this.#record.progress.bytes_expected);
@@ -112,35 +129,79 @@ export class Job {
     clearInterval(this.#ticker);
     const now = new Date().toISOString();
     Object.assign(this.#record, change, { updated: now, ended: now });
-    // `done` waits for the stored record, so `$BACKUP.job.<id>` agrees with a `wait:true` reply;
-    // the record is taken after #emit stamped `updated`, so it is the one published and stored.
-    const stored = this.#emit(TerminalStoreAttempts);
     const record = this.record;
-    void stored.then(() => this.#resolveDone(record));
+    // Stored first, then published, so the terminal event is never one a sweeper's overrides;
+    // and `done` waits for it, so `$BACKUP.job.<id>` agrees with a `wait:true` reply.
+    void this.#store(record, TerminalStoreAttempts).then(() => {
+      if (this.#takenOver) return this.#resolveDone(this.#takenOver);
+      publishStatus(this.nc, record, this.log);
+      this.#resolveDone(record);
+    });
     return record;
   }
 
-  /** Publishes the record and stores it; the terminal record is retried through short outages. */
+  /** Publishes the record and stores it; `attempts` > 1 retries the store through short outages. */
   #emit(attempts = 1): Promise<void> {
     this.#record.updated = new Date().toISOString();
     const record = this.record;
+    if (this.#takenOver) return Promise.resolve();
     publishStatus(this.nc, record, this.log);
     return this.#store(record, attempts);
   }
 
-  async #store(record: JobRecord, attempts: number): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
+  /** Queues a compare-and-set write of `record`. */
+  #store(record: JobRecord, attempts: number): Promise<void> {
+    const write = this.#writes.then(() => this.#write(record, attempts));
+    this.#writes = write;
+    return write;
+  }
+
+  async #write(record: JobRecord, attempts: number): Promise<void> {
+    for (let attempt = 1; !this.#takenOver; attempt++) {
       try {
-        await this.store.put(record);
+        this.#revision = await this.store.write(record, this.#revision);
         return;
       } catch (err) {
-        if (attempt >= attempts) {
-          this.log.warn({ err, job: record.id }, "could not store job record");
+        if (err instanceof RecordChanged && (await this.#reconcile(record))) return;
+        if (attempt >= attempts || this.#takenOver) {
+          if (!this.#takenOver) this.log.warn({ err, job: record.id }, "could not store job record");
           return;
         }
         await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
       }
     }
+  }
+
+  /**
+   * After a write found the record changed: our own earlier write that landed after its answer
+   * was lost (take its revision and write again), or someone else's (the job was taken over:
+   * abort it). True when `record` itself is what is stored.
+   */
+  async #reconcile(record: JobRecord): Promise<boolean> {
+    const current = await this.store.entry(record.id).catch(() => undefined);
+    if (current === undefined) return false; // cannot tell now: the write is tried again
+    if (current && JSON.stringify(current.record) === JSON.stringify(record)) {
+      this.#revision = current.revision;
+      return true;
+    }
+    if (current && current.record.state === "running" && current.record.instance === record.instance) {
+      this.#revision = current.revision;
+      return false;
+    }
+    if (!current) {
+      this.#revision = 0; // removed (expired, purged): written anew
+      return false;
+    }
+    this.#takenOver = current.record;
+    clearInterval(this.#ticker);
+    this.log.warn({ job: record.id, by: this.#takenOver }, "job taken over by someone else: stopping it");
+    this.abort.abort(this.#takenOverError());
+    return false;
+  }
+
+  #takenOverError(): BackupError {
+    const why = this.#takenOver?.error?.description ?? `its record says ${this.#takenOver?.state}`;
+    return new BackupError(ErrorCode.Conflict, `job ${this.id} was taken over: ${why}`);
   }
 }
 

@@ -1,10 +1,11 @@
 /**
- * One job per stream at a time, across every instance: a lock is a KV key created atomically
- * and kept alive by its holder; the bucket's TTL frees the lock of an instance that died.
+ * One job per stream, and no delete of a backup a restore is reading, across every instance: a
+ * lock is a KV key created atomically and kept alive by its holder; the bucket's TTL frees the
+ * lock of an instance that died.
  */
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { BackupError } from "../protocol/errors.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 
 export interface LockHolder {
   job: string;
@@ -12,7 +13,13 @@ export interface LockHolder {
   instance: string;
 }
 
-export class StreamLock {
+/** What a lock guards: a stream (every job on it) or a backup (restores of it, its deletion). */
+export type Lockable = { stream: string } | { backup: string };
+
+/** The KV errors for a key that exists (create) or changed (update, delete): someone else holds it. */
+const KeyTaken = new Set([10071, 10164]);
+
+export class Lock {
   #timer: NodeJS.Timeout;
   #revision: number;
   #released = false;
@@ -34,7 +41,7 @@ export class StreamLock {
     this.#released = true;
     clearInterval(this.#timer);
     await this.kv.delete(this.key, { previousSeq: this.#revision }).catch(() => {
-      // Someone else holds it now (ours expired): not ours to remove.
+      // Someone else holds it now (ours expired), or the bucket is away: the TTL frees it then.
     });
   }
 
@@ -48,57 +55,65 @@ export class StreamLock {
   }
 }
 
-export class StreamLocks {
+export class Locks {
   private constructor(
     private readonly kv: KV,
     private readonly refreshMs: number,
   ) {}
 
-  static async open(js: JetStreamClient, opts: { bucket: string; replicas: number; ttlMs: number }): Promise<StreamLocks> {
+  static async open(js: JetStreamClient, opts: { bucket: string; replicas: number; ttlMs: number }): Promise<Locks> {
     const kv = await new Kvm(js).create(opts.bucket, {
       history: 1,
       replicas: opts.replicas,
       ttl: opts.ttlMs,
-      description: "nats-backup: one job per stream",
+      description: "nats-backup: one job per stream, no delete of a backup in use",
     });
-    return new StreamLocks(kv, Math.max(100, Math.floor(opts.ttlMs / 3)));
+    return new Locks(kv, Math.max(100, Math.floor(opts.ttlMs / 3)));
   }
 
-  /** Takes the stream's lock or fails with 409 naming the job that holds it. */
-  async acquire(stream: string, holder: LockHolder): Promise<StreamLock> {
-    const key = lockKey(stream);
+  /**
+   * Takes the lock or fails: 409 naming the job that holds it, 503 with the cause when the lock
+   * bucket did not answer (a timeout, no quorum).
+   */
+  async acquire(what: Lockable, holder: LockHolder): Promise<Lock> {
+    const key = lockKey(what);
     const value = JSON.stringify(holder);
     // The holder may release between our create and our look at it: then try again.
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         const revision = await this.kv.create(key, value);
-        return new StreamLock(this.kv, key, value, revision, this.refreshMs);
-      } catch {
-        const current = await this.holder(stream);
-        if (current) {
-          throw BackupError.conflict(
-            `stream ${stream} is busy: ${current.operation} job ${current.job} is running (instance ${current.instance})`,
-          );
+        return new Lock(this.kv, key, value, revision, this.refreshMs);
+      } catch (err) {
+        if (!KeyTaken.has((err as { code?: number }).code ?? 0)) {
+          throw new BackupError(ErrorCode.Unavailable, `could not take the lock of ${describe(what)}: ${(err as Error).message}`, { cause: err });
         }
+        const current = await this.holder(what);
+        if (current) throw BackupError.conflict(`${describe(what)} is ${"stream" in what ? "busy" : "in use"}: ${current.operation} job ${current.job} is running (instance ${current.instance})`);
       }
     }
-    throw BackupError.conflict(`stream ${stream} is busy: its lock changed hands while this job tried to take it`);
+    throw BackupError.conflict(`${describe(what)} is busy: its lock changed hands while this job tried to take it`);
   }
 
-  /** Frees a stream's lock if `job` holds it (the job's instance is gone). */
-  async releaseFor(stream: string, job: string): Promise<void> {
-    const entry = await this.kv.get(lockKey(stream));
+  /** Frees a lock if `job` holds it (the job's instance is gone). */
+  async releaseFor(what: Lockable, job: string): Promise<void> {
+    const entry = await this.kv.get(lockKey(what));
     if (!entry || entry.operation !== "PUT" || (entry.json() as LockHolder).job !== job) return;
-    await this.kv.delete(lockKey(stream), { previousSeq: entry.revision }).catch(() => {});
+    await this.kv.delete(lockKey(what), { previousSeq: entry.revision }).catch(() => {});
   }
 
-  async holder(stream: string): Promise<LockHolder | null> {
-    const entry = await this.kv.get(lockKey(stream));
+  async holder(what: Lockable): Promise<LockHolder | null> {
+    const entry = await this.kv.get(lockKey(what)).catch((err: unknown) => {
+      throw new BackupError(ErrorCode.Unavailable, `could not read the lock of ${describe(what)}: ${(err as Error).message}`, { cause: err });
+    });
     return entry && entry.operation === "PUT" ? (entry.json() as LockHolder) : null;
   }
 }
 
+function describe(what: Lockable): string {
+  return "stream" in what ? `stream ${what.stream}` : `backup ${what.backup}`;
+}
+
 /** KV keys allow fewer characters than stream names do. */
-function lockKey(stream: string): string {
-  return `stream.${Buffer.from(stream).toString("base64url")}`;
+function lockKey(what: Lockable): string {
+  return "stream" in what ? `stream.${Buffer.from(what.stream).toString("base64url")}` : `backup.${what.backup}`;
 }

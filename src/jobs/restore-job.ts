@@ -7,8 +7,9 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { ObjectInfo } from "@nats-io/obj";
 import { BackupError } from "../protocol/errors.ts";
-import type { RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
-import { deleteStream, streamExists } from "../snapshot/jsapi.ts";
+import type { BackupManifest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
+import type { Logger } from "pino";
+import { deleteStream, streamCreated, streamExists } from "../snapshot/jsapi.ts";
 import { rawMembers, rawObject } from "../snapshot/raw-json.ts";
 import { startRestore } from "../snapshot/restore.ts";
 import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
@@ -16,17 +17,22 @@ import { BulkConnectionError, type BulkConnection } from "../bulk/bulk-connectio
 import { WatchLost } from "../bulk/watch.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
+import type { Hold } from "./runner.ts";
 
 export async function restoreStream(
   ctx: JobContext,
   job: Job,
   req: RestoreStreamRequest,
   accepted: () => void,
+  hold: Hold,
 ): Promise<RestoreResult> {
   const { nc, catalogue } = ctx;
   const stream = job.record.stream;
-  const manifest = req.backup ? await catalogue.info(req.backup) : await catalogue.latest(stream);
-  job.setBackup(manifest.id);
+  const chosen = req.backup ? await catalogue.info(req.backup) : await catalogue.latest(stream);
+  job.setBackup(chosen.id);
+  // Nobody may delete it while it is read; and it may have been deleted just before.
+  await hold({ backup: chosen.id });
+  const manifest = await catalogue.info(chosen.id);
   if (manifest.stream !== stream) {
     throw BackupError.badRequest(
       `backup ${manifest.id} is of stream ${manifest.stream}, not ${stream}: a restore keeps the stream's name`,
@@ -95,7 +101,7 @@ export async function restoreStream(
   } catch (err) {
     await delivery?.stop();
     session.abort();
-    await removePartialStream(nc, stream).catch((e: unknown) =>
+    await removePartialStream(nc, stream, manifest, ctx.log.child({ job: job.id })).catch((e: unknown) =>
       ctx.log.error({ err: e, stream, job: job.id }, "could not remove a partly restored stream"),
     );
     throw err;
@@ -165,11 +171,21 @@ function restoreRequest(
   return { request: rawObject(top), warnings };
 }
 
-/** The stream did not exist when this restore started and the lock keeps others off it, so any stream there now is ours. */
-async function removePartialStream(nc: NatsConnection, stream: string): Promise<void> {
+/**
+ * Deletes what the failed restore made of the stream, and only that: a stream someone else
+ * created under the same name meanwhile (the lock keeps only this service's jobs off it) is left
+ * alone. A restored stream keeps its original's creation time, which the manifest recorded.
+ */
+async function removePartialStream(nc: NatsConnection, stream: string, manifest: BackupManifest, log: Logger): Promise<void> {
   // The server may still be finishing what it was given: look twice.
   for (const delayMs of [0, 500]) {
     await new Promise((r) => setTimeout(r, delayMs));
-    if (await streamExists(nc, stream)) await deleteStream(nc, stream);
+    const created = await streamCreated(nc, stream);
+    if (created === null) continue;
+    if (manifest.stream_created !== undefined && created !== manifest.stream_created) {
+      log.warn({ stream, created, restoring: manifest.stream_created }, "a stream of that name, created by someone else meanwhile, is left alone");
+      return;
+    }
+    await deleteStream(nc, stream);
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Starts jobs and keeps track of the ones running here. A job holds its stream's lock for its
- * whole life; its start resolves once the server accepted the snapshot or restore, so errors
- * the server gives at the start reach the caller.
+ * whole life (a restore also its backup's, so that nobody deletes it meanwhile); its start
+ * resolves once the server accepted the snapshot or restore, so errors the server gives at the
+ * start reach the caller.
  */
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
@@ -10,10 +11,12 @@ import type { JobContext } from "./context.ts";
 import { newId } from "./ids.ts";
 import { Job, type Operation } from "./job.ts";
 import type { JobStore } from "./job-store.ts";
-import type { StreamLocks } from "./locks.ts";
+import type { Lock, Lockable, Locks } from "./locks.ts";
 import { restoreStream } from "./restore-job.ts";
 
-type Pipeline = (accepted: () => void, job: Job) => Promise<BackupManifest | RestoreResult>;
+/** Takes a lock for the rest of the job. */
+export type Hold = (what: Lockable) => Promise<void>;
+type Pipeline = (accepted: () => void, job: Job, hold: Hold) => Promise<BackupManifest | RestoreResult>;
 
 export class JobRunner {
   readonly #running = new Map<string, Job>();
@@ -22,10 +25,12 @@ export class JobRunner {
   constructor(
     private readonly ctx: JobContext,
     private readonly jobs: JobStore,
-    private readonly locks: StreamLocks,
+    private readonly locks: Locks,
     readonly instance: string,
     /** Jobs this instance runs at once; more are refused with 429. */
     readonly maxJobs = Number.POSITIVE_INFINITY,
+    /** The streams of the service's own buckets, by stream name, with the bucket each is: never backed up or restored. */
+    private readonly ownStreams: ReadonlyMap<string, string> = new Map(),
   ) {}
 
   backup(stream: string, req: BackupStreamRequest): Promise<Job> {
@@ -33,7 +38,18 @@ export class JobRunner {
   }
 
   restore(stream: string, req: RestoreStreamRequest): Promise<Job> {
-    return this.#start("restore", stream, (accepted, job) => restoreStream(this.ctx, job, req, accepted));
+    return this.#start("restore", stream, (accepted, job, hold) => restoreStream(this.ctx, job, req, accepted, hold));
+  }
+
+  /** Deletes a backup unless a restore is reading it (409 naming the restore). Resolves to the objects removed. */
+  async deleteBackup(id: string): Promise<number> {
+    await this.ctx.catalogue.info(id); // 404 before anything is written
+    const lock = await this.locks.acquire({ backup: id }, { job: id, operation: "delete", instance: this.instance });
+    try {
+      return await this.ctx.catalogue.delete(id);
+    } finally {
+      await lock.release();
+    }
   }
 
   /** A job running on this instance. */
@@ -56,6 +72,12 @@ export class JobRunner {
   }
 
   async #start(operation: Operation, stream: string, pipeline: Pipeline): Promise<Job> {
+    const own = this.ownStreams.get(stream);
+    if (own) {
+      throw BackupError.badRequest(
+        `stream ${stream} is this service's own ${own}: its backups would be written into the bucket being backed up, or a restore would overwrite them`,
+      );
+    }
     if (this.#stopping) throw new BackupError(ErrorCode.Unavailable, "the backup service is stopping");
     if (this.#running.size >= this.maxJobs) {
       throw new BackupError(
@@ -70,11 +92,12 @@ export class JobRunner {
     const accepted = new Promise<void>((resolve) => (signalAccepted = resolve));
 
     const finished = (async () => {
-      const lock = await this.locks.acquire(stream, { job: job.id, operation, instance: this.instance });
+      const holder = { job: job.id, operation, instance: this.instance };
+      const held: Lock[] = [await this.locks.acquire({ stream }, holder)];
       try {
-        return await pipeline(signalAccepted, job);
+        return await pipeline(signalAccepted, job, async (what) => void held.push(await this.locks.acquire(what, holder)));
       } finally {
-        await lock.release();
+        for (const lock of held.reverse()) await lock.release();
       }
     })();
     finished.then(

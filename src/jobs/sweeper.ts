@@ -12,7 +12,7 @@ import { backupId, type JobRecord } from "../protocol/schemas.ts";
 import { ServiceName } from "../protocol/subjects.ts";
 import { publishStatus } from "./job.ts";
 import type { JobStore } from "./job-store.ts";
-import type { StreamLocks } from "./locks.ts";
+import type { Locks } from "./locks.ts";
 
 export interface SweepOptions {
   intervalMs: number;
@@ -44,8 +44,10 @@ export class Sweeper {
     private readonly nc: NatsConnection,
     private readonly catalogue: Catalogue,
     private readonly jobs: JobStore,
-    private readonly locks: StreamLocks,
+    private readonly locks: Locks,
     private readonly instance: string,
+    /** Whether this instance's runner holds a job: such a job is never taken over, however stale its record. */
+    private readonly holds: (job: string) => boolean,
     private readonly log: Logger,
     private readonly opts: SweepOptions,
   ) {}
@@ -76,6 +78,10 @@ export class Sweeper {
     const aliveJobs = new Set<string>();
     const now = Date.now();
     for (const { record, revision } of await this.jobs.running()) {
+      if (record.instance === this.instance && this.holds(record.id)) {
+        aliveJobs.add(record.id);
+        continue;
+      }
       const age = now - Date.parse(record.updated);
       const stale = age > this.opts.staleJobMs;
       if (!stale && (live.has(record.instance) || age <= this.opts.silentJobMs)) {
@@ -106,6 +112,8 @@ export class Sweeper {
     for (const [id, parts] of byBackup) {
       if (aliveJobs.has(id) || parts.some((o) => o.name.endsWith("/manifest.json"))) continue;
       if (parts.some((o) => now - Date.parse(o.mtime) <= this.opts.orphanMinAgeMs)) continue;
+      // Its manifest may be on its way still (a commit whose answer was lost): settle it first.
+      if (await this.catalogue.settleManifest(id)) continue;
       for (const o of parts) {
         await this.catalogue.deleteObject(o.name);
         report.removedObjects.push(o.name);
@@ -117,14 +125,18 @@ export class Sweeper {
     return report;
   }
 
-  /** Ends a job whose instance is gone; false when another instance got there first. */
+  /**
+   * Ends a job whose instance is gone; false when another instance got there first, or the job
+   * wrote its record meanwhile (it is alive; its own record writes are compare-and-set too).
+   */
   async #failOrphanedJob(record: JobRecord, revision: number, stale: boolean): Promise<boolean> {
     const now = new Date().toISOString();
     const why = stale
       ? `its instance ${record.instance} stopped updating it`
       : `its instance ${record.instance} no longer answers $SRV.PING`;
-    // A backup whose manifest was committed before its instance died is complete.
-    const manifest = record.operation === "backup" ? await this.catalogue.info(record.id).catch(() => null) : null;
+    // A backup whose manifest was committed before its instance died is complete; else none can
+    // be committed any more once this settles it, so the job is failed for good.
+    const manifest = record.operation === "backup" ? await this.catalogue.settleManifest(record.id) : null;
     const ended: JobRecord = manifest
       ? { ...record, state: "completed", updated: now, ended: now, result: manifest }
       : {
@@ -136,7 +148,8 @@ export class Sweeper {
         };
     if (!(await this.jobs.replace(ended, revision))) return false;
     publishStatus(this.nc, ended, this.log);
-    await this.locks.releaseFor(record.stream, record.id);
+    await this.locks.releaseFor({ stream: record.stream }, record.id);
+    if (record.backup && record.operation === "restore") await this.locks.releaseFor({ backup: record.backup }, record.id);
     return true;
   }
 

@@ -56,6 +56,10 @@ export const BackupManifest = z.looseObject({
   id: backupId,
   scope: z.literal("stream"),
   stream: z.string(),
+  stream_created: z
+    .string()
+    .optional()
+    .describe("when the stream was created, as the server said; a restore keeps it, which marks a stream as the restore's own"),
   created: z.string().describe("when the snapshot started, RFC 3339"),
   completed: z.string().describe("when every byte was stored and checked, RFC 3339"),
   size: z.number().describe("bytes of stream.tar.s2"),

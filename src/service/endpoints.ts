@@ -57,10 +57,10 @@ export const handlers: Record<EndpointName, Handler> = {
     parseBody(EmptyRequest, msg);
     return catalogue.info(id);
   },
-  delete: async (msg, { catalogue }) => {
+  delete: async (msg, { runner }) => {
     const id = idFromSubject(msg.subject);
     parseBody(EmptyRequest, msg);
-    const objects = await catalogue.delete(id);
+    const objects = await runner.deleteBackup(id);
     return { id, deleted: true, objects } satisfies DeleteReply;
   },
   job: async (msg, { runner, jobs }) => {

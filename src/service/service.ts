@@ -8,9 +8,10 @@ import { pino, type Logger } from "pino";
 import { packageVersion } from "../version.ts";
 import { BulkConnection } from "../bulk/bulk-connection.ts";
 import { Catalogue } from "../catalogue/catalogue.ts";
+import { streamOf } from "../catalogue/object-format.ts";
 import { DefaultTuning, type Tuning } from "../jobs/context.ts";
 import { JobStore } from "../jobs/job-store.ts";
-import { StreamLocks } from "../jobs/locks.ts";
+import { Locks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
 import { DefaultSweep, Sweeper, type SweepOptions } from "../jobs/sweeper.ts";
 import { Endpoints, QueueGroup, ServiceName, type EndpointName } from "../protocol/subjects.ts";
@@ -68,7 +69,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     replicas,
     ttlMs: opts.jobRetentionMs ?? Defaults.jobRetentionMs,
   });
-  const locks = await StreamLocks.open(catalogue.js, {
+  const locks = await Locks.open(catalogue.js, {
     bucket: `${bucket}-locks`,
     replicas,
     ttlMs: opts.lockTtlMs ?? Defaults.lockTtlMs,
@@ -90,8 +91,13 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   // credentials: endpoint replies never queue behind megabytes of chunks, and a connection the
   // server drops as a slow consumer takes down nothing but that job's attempt.
   const openBulk = () => BulkConnection.like(nc);
-  const runner = new JobRunner({ nc, openBulk, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs);
-  const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, jobLog, { ...DefaultSweep, ...opts.sweep });
+  const ownStreams = new Map([
+    [streamOf(bucket), `backup bucket ${bucket}`],
+    [`KV_${bucket}-jobs`, `job record bucket ${bucket}-jobs`],
+    [`KV_${bucket}-locks`, `lock bucket ${bucket}-locks`],
+  ]);
+  const runner = new JobRunner({ nc, openBulk, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs, ownStreams);
+  const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, (job) => runner.running(job) !== undefined, jobLog, { ...DefaultSweep, ...opts.sweep });
   const deps: EndpointDeps = { runner, catalogue, jobs, log };
   for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {
     service.addEndpoint(name, {

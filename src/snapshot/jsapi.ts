@@ -66,6 +66,16 @@ export async function streamExists(nc: NatsConnection, stream: string): Promise<
   }
 }
 
+/** When the stream was created, as STREAM.INFO says (a restored stream keeps its original's); null when there is no such stream. */
+export async function streamCreated(nc: NatsConnection, stream: string): Promise<string | null> {
+  try {
+    return (JSON.parse(await jsApiRequest(nc, `STREAM.INFO.${stream}`)) as { created: string }).created;
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) return null;
+    throw err;
+  }
+}
+
 export async function deleteStream(nc: NatsConnection, stream: string): Promise<void> {
   await jsApiRequest(nc, `STREAM.DELETE.${stream}`);
 }
