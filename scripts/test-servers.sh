@@ -49,13 +49,12 @@ for bin in "${targets[@]}"; do
   [ -x "$bin" ] || { echo "test-servers: $bin is not an executable: run scripts/nats-binaries.sh" >&2; exit 2; }
 done
 
-# The failing tests by name from a TAP log: the "not ok" subtests, without the suites and files
-# that failed only because a subtest did.
+# The failing tests by name from a TAP log: the "not ok" tests, without the suites and files that
+# failed only because a subtest did (a file that failed to load is named by its path).
 failing_tests() {
   awk '
     function flush() { if (name != "" && !suite) print name; name = "" }
-    /^ +(not )?ok [0-9]+ - / { flush(); if ($0 ~ /^ +not ok/) { name = $0; sub(/^ +not ok [0-9]+ - /, "", name); suite = 0 } ; next }
-    /^(not )?ok [0-9]+ - / { flush(); next }
+    /^ *(not )?ok [0-9]+ - / { flush(); if ($0 ~ /^ *not ok/) { name = $0; sub(/^ *not ok [0-9]+ - /, "", name); suite = 0 } ; next }
     name != "" && /error: .[0-9]+ subtests? failed/ { suite = 1 }
     END { flush() }
   ' "$1" | sort -u
