@@ -27,8 +27,10 @@ export interface Binary {
   source: string;
 }
 
-export function binCacheDir(): string {
-  return process.env.NATS_BACKUP_BIN_CACHE || join(homedir(), ".cache", "nats-backup", "bin");
+type Env = NodeJS.ProcessEnv;
+
+export function binCacheDir(env: Env = process.env): string {
+  return env.NATS_BACKUP_BIN_CACHE || join(homedir(), ".cache", "nats-backup", "bin");
 }
 
 /** The first x.y.z in `text` ("nats-server: v2.9.10", "v2.15.3", "0.5.0"), or null. */
@@ -52,60 +54,65 @@ function isExecutable(path: string): boolean {
   }
 }
 
-function onPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+function onPath(name: string, env: Env): string | null {
+  for (const dir of (env.PATH ?? "").split(delimiter)) {
     if (dir && isExecutable(join(dir, name))) return join(dir, name);
   }
   return null;
 }
 
 /** The binaries `<prefix><version>/<name>` in the cache, newest first. */
-function cached(prefix: string, name: string): { version: Version; path: string }[] {
+function cached(prefix: string, name: string, env: Env): { version: Version; path: string }[] {
+  const dir = binCacheDir(env);
   let entries: string[];
   try {
-    entries = readdirSync(binCacheDir());
+    entries = readdirSync(dir);
   } catch {
     return [];
   }
   return entries
     .filter((e) => e.startsWith(prefix))
-    .map((e) => ({ version: parseVersion(e.slice(prefix.length)), path: join(binCacheDir(), e, name) }))
+    .map((e) => ({ version: parseVersion(e.slice(prefix.length)), path: join(dir, e, name) }))
     .filter((b): b is { version: Version; path: string } => b.version !== null && isExecutable(b.path))
     .sort((a, b) => compareVersions(b.version, a.version));
 }
 
 /** An explicitly named binary: a path, or a command name looked up on PATH. A wrong one is an error, not a fallback. */
-function explicit(variable: string): Binary | null {
-  const value = process.env[variable];
+function explicit(variable: string, env: Env): Binary | null {
+  const value = env[variable];
   if (!value) return null;
-  const path = value.includes("/") ? (isExecutable(value) ? value : null) : onPath(value);
+  const path = value.includes("/") ? (isExecutable(value) ? value : null) : onPath(value, env);
   if (!path) throw new Error(`${variable}=${value}: no such executable`);
   return { path, source: variable };
 }
 
 /** The nats-server binaries in the cache, newest first. */
-export function cachedServers(): { version: Version; path: string }[] {
-  return cached("nats-server-", "nats-server");
+export function cachedServers(env: Env = process.env): { version: Version; path: string }[] {
+  return cached("nats-server-", "nats-server", env);
 }
 
-let serverBinary: Binary | undefined;
-
-/** The nats-server the tests start (see the file's comment for the order). */
-export function natsServerBinary(): Binary {
-  if (serverBinary) return serverBinary;
-  const fromCache = cachedServers()[0];
-  const fromPath = onPath("nats-server");
+/** The nats-server to run under `env` (see the file's comment for the order). */
+export function findServerBinary(env: Env = process.env): Binary {
+  const fromCache = cachedServers(env)[0];
+  const fromPath = onPath("nats-server", env);
   const found =
-    explicit("NATS_SERVER_BIN") ??
-    (fromCache ? { path: fromCache.path, source: `the cache (${binCacheDir()})` } : null) ??
+    explicit("NATS_SERVER_BIN", env) ??
+    (fromCache ? { path: fromCache.path, source: `the cache (${binCacheDir(env)})` } : null) ??
     (fromPath ? { path: fromPath, source: "PATH" } : null);
   if (!found) {
     throw new Error(
       "no nats-server: set NATS_SERVER_BIN, run scripts/nats-binaries.sh to build releases into " +
-        `${binCacheDir()}, or install one on PATH (apt-get install nats-server)`,
+        `${binCacheDir(env)}, or install one on PATH (apt-get install nats-server)`,
     );
   }
-  return (serverBinary = found);
+  return found;
+}
+
+let serverBinary: Binary | undefined;
+
+/** The nats-server the tests start, found once per process. */
+export function natsServerBinary(): Binary {
+  return (serverBinary ??= findServerBinary());
 }
 
 export function natsServerBin(): string {
@@ -143,17 +150,23 @@ export function needsServer(min: string, what: string, bin?: string): false | st
 
 export type CliBinary = (Binary & { reason?: undefined }) | { path: null; reason: string };
 
-let cliBinary: CliBinary | undefined;
-
-/** The nats CLI, or null with the reason a test can skip with. */
-export function natsCliBinary(): CliBinary {
-  if (cliBinary) return cliBinary;
-  const fromCache = cached("natscli-", "nats")[0];
-  const fromPath = onPath("nats");
-  return (cliBinary = explicit("NATS_CLI_BIN") ??
-    (fromCache ? { path: fromCache.path, source: `the cache (${binCacheDir()})` } : null) ??
+/** The nats CLI under `env`, or null with the reason a test can skip with. */
+export function findCliBinary(env: Env = process.env): CliBinary {
+  const fromCache = cached("natscli-", "nats", env)[0];
+  const fromPath = onPath("nats", env);
+  return (
+    explicit("NATS_CLI_BIN", env) ??
+    (fromCache ? { path: fromCache.path, source: `the cache (${binCacheDir(env)})` } : null) ??
     (fromPath ? { path: fromPath, source: "PATH" } : null) ?? {
       path: null,
-      reason: `no nats CLI: set NATS_CLI_BIN, or run scripts/nats-binaries.sh to build it into ${binCacheDir()}`,
-    });
+      reason: `no nats CLI: set NATS_CLI_BIN, or run scripts/nats-binaries.sh to build it into ${binCacheDir(env)}`,
+    }
+  );
+}
+
+let cliBinary: CliBinary | undefined;
+
+/** The nats CLI the tests run, found once per process. */
+export function natsCliBinary(): CliBinary {
+  return (cliBinary ??= findCliBinary());
 }
