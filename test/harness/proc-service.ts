@@ -2,7 +2,9 @@
  * The backup service as a child process (test/harness/child-service.ts): started and waited for
  * (its `READY <id>` line, bounded), killed with SIGKILL or stopped with SIGTERM by its own PID.
  * Every process started here is remembered until it exits; `stopAllServices()` (for `after`)
- * stops the ones still running, and a process exit handler SIGKILLs any left over.
+ * stops the ones still running, and a process exit handler SIGKILLs any left over. `pause()`
+ * freezes it (SIGSTOP) until `resume()` (SIGCONT): its sockets go unread, whatever the
+ * machine's speed, as long as the test wants.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -34,6 +36,7 @@ export interface StartOptions {
 export class ServiceProcess {
   #out = "";
   #err = "";
+  #paused = false;
   /** The micro service instance id it printed (job records name it as their instance). */
   id = "";
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -100,6 +103,25 @@ export class ServiceProcess {
     return this.#err;
   }
 
+  /**
+   * SIGSTOP, at once and synchronously (from inside a message callback too): the process runs
+   * nothing, and reads none of its sockets, until `resume()`.
+   */
+  pause(): void {
+    if (this.alive) process.kill(this.pid, "SIGSTOP");
+    this.#paused = true;
+  }
+
+  /** SIGCONT: it runs again where it stopped. */
+  resume(): void {
+    if (this.#paused && this.alive) process.kill(this.pid, "SIGCONT");
+    this.#paused = false;
+  }
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   /** kill -9, at once and synchronously: for killing from inside a message callback. */
   killNow(): void {
     if (this.alive) process.kill(this.pid, "SIGKILL");
@@ -114,6 +136,7 @@ export class ServiceProcess {
   /** SIGTERM: it stops its service and drains its connection; SIGKILL when it takes longer than `graceMs`. */
   async terminate(graceMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.alive) process.kill(this.pid, "SIGTERM");
+    this.resume(); // a stopped process handles its SIGTERM once it runs again
     const timer = setTimeout(() => this.killNow(), graceMs);
     try {
       return await this.exited;
