@@ -19,6 +19,7 @@ import { renderProtocolSchemas, schemaId } from "../src/protocol/generate.ts";
 import { ProtocolSchemas } from "../src/protocol/schemas.ts";
 import { Endpoints, QueueGroup, Subjects } from "../src/protocol/subjects.ts";
 import { makeStream } from "./harness/fixtures.ts";
+import { waitUntil } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { request, startService, type Reply } from "./harness/service.ts";
 
@@ -249,9 +250,18 @@ describe("replies of a running service", () => {
     assertErrorReply(reply, 400, /unknown field "colour"/);
     assertErrorReply(await request(nc, Subjects.list, "[1]"), 400);
     assertErrorReply(await request(nc, Subjects.job("not-an-id")), 400, /ULID/);
-    await nc.flush();
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(events.length, before, "a rejected request publishes no job status");
+    // A marker job sent after them (one that fails at its start, with its events): once its last
+    // event is here, whatever the service published while it handled the requests before it is too.
+    const marker = await request(nc, Subjects.backupStream("NO_SUCH_STREAM"));
+    assertErrorReply(marker, 404);
+    assert.ok(marker.job, "the marker's 404 names its job");
+    await waitUntil("the marker job's terminal event", () => events.some((e) => e.body.id === marker.job && e.body.state === "failed"), 30_000, 10);
+    const since = events.slice(before).map((e) => `${e.body.id} ${e.body.state}`);
+    assert.deepEqual(
+      since.filter((e) => !e.startsWith(`${marker.job} `)),
+      [],
+      `a rejected request publishes no job status; the events since: ${JSON.stringify(since)}`,
+    );
   });
 
   test("a 404 is an error_reply with the micro error headers", async () => {
