@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { fingerprint } from "./harness/proc-checks.ts";
 import { request, startService, warningsLogger } from "./harness/service.ts";
-import { flipOneBit, rewriteChunks } from "./harness/archive.ts";
+import { archiveObject, flipOneBit, rewriteChunks } from "./harness/archive.ts";
 import { jsApi } from "./harness/inspect.ts";
 
 const Stream = "CHECKED";
@@ -52,12 +52,20 @@ describe("the restore's check", () => {
       assert.ok(manifest.chunks > 4, `archive of ${manifest.chunks} chunks`);
       await (await jetstreamManager(nc)).streams.delete(Stream);
 
+      // Consumers on the archive's chunks only: the manifest index's consumer (on the metadata
+      // subjects) may be recreated meanwhile, and a 2.9 server takes it on this same subject.
+      const chunks = `$O.${svc.bucket}.C.${(await archiveObject(nc, svc.bucket, manifest.id)).nuid}`;
       const created: string[] = [];
-      const sub = nc.subscribe("$JS.API.CONSUMER.CREATE.OBJ_backups", { callback: (_, m) => void created.push(m.subject) });
+      const onCreate = (_: unknown, m: Msg) => {
+        const { config } = JSON.parse(m.string()) as { config?: { filter_subject?: string; filter_subjects?: string[] } };
+        if (config?.filter_subject === chunks || config?.filter_subjects?.includes(chunks)) created.push(m.subject);
+      };
+      // Both forms of the request: CONSUMER.CREATE.<stream> and, from 2.10, CONSUMER.CREATE.<stream>.<name>[.<filter>].
+      const subs = ["$JS.API.CONSUMER.CREATE.OBJ_backups", "$JS.API.CONSUMER.CREATE.OBJ_backups.>"].map((s) => nc.subscribe(s, { callback: onCreate }));
       await nc.flush();
       const restored = await request<JobRecord>(nc, `$RESTORE.stream.${Stream}`, { wait: true, backup: manifest.id }, 60_000);
       await nc.flush();
-      sub.unsubscribe();
+      for (const sub of subs) sub.unsubscribe();
       assert.equal(restored.errorCode, null, restored.raw);
       assert.equal(restored.body.state, "completed");
       assert.deepEqual(await fingerprint(nc, Stream), original);
