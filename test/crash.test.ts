@@ -111,10 +111,12 @@ describe("kill -9 of the service during a backup", { timeout: 900_000 }, () => {
     let jobId: string | undefined;
     let killed: { by: string; bytes: number } | null = null;
     const events: JobRecord[] = [];
+    let lastBeforeKill: JobRecord | undefined;
     const kill = (by: string, bytes: number) => {
       if (killed) return;
       victim.killNow();
       killed = { by, bytes };
+      lastBeforeKill = events.at(-1);
     };
     const sub = nc.subscribe("$BACKUP.status.>", {
       callback: (err, msg) => {
@@ -153,13 +155,13 @@ describe("kill -9 of the service during a backup", { timeout: 900_000 }, () => {
     }
     assert.ok(killed, `run ${run}: the kill point (${label}) was not reached within 120 s`);
     await victim.kill9();
-    await sleep(300); // events the victim had already sent
     sub.unsubscribe();
     metaSub.unsubscribe();
     assert.ok(jobId, `run ${run}: no status event of the victim's job`);
     const id = jobId;
     const k = killed as { by: string; bytes: number };
-    const last = events.at(-1);
+    // (For the report: the last event seen when it was killed.)
+    const last = lastBeforeKill;
 
     const atKill = await bucketView(nc, Bucket);
     const leftAtKill = {
