@@ -9,14 +9,14 @@
  * reads into a growing buffer; at snapshot rates those copies and their garbage took about a third
  * of the service's CPU, and a reader that cannot keep up with a snapshot loses it.
  */
-import { isIP, connect as tcpConnect, type Socket } from "node:net";
-import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions } from "node:tls";
-import { readFileSync } from "node:fs";
-import type { Auth, Authenticator, MsgHdrs, NatsConnection, ServerInfo, TlsOptions } from "@nats-io/nats-core";
-import { MsgHdrsImpl, type NatsConnectionImpl } from "@nats-io/nats-core/internal";
+import { connect as tcpConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import { MsgHdrsImpl, type Auth, type Authenticator, type MsgHdrs, type NatsConnection, type ServerInfo } from "@nats-io/nats-core";
+import type { NodeConnectionOptions } from "@nats-io/transport-node";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { packageVersion } from "../version.ts";
 import { ProtocolReader, type ProtocolEvents } from "./protocol-reader.ts";
+import { settingsLike, tlsCheck, tlsSettings, type BulkTlsOptions } from "./connection-settings.ts";
 
 export interface BulkMessage {
   subject: string;
@@ -46,7 +46,16 @@ export interface BulkConnectOptions {
   /** Shown by `nats server report connections`. */
   name: string;
   authenticator?: Authenticator;
-  tls?: TlsOptions | null;
+  /**
+   * TLS as nats.js takes it (CA, certificate and key as files or PEM, handshake first); node's
+   * tls.connect options in it (rejectUnauthorized, servername, …) pass through as nats.js passes
+   * them. An object: TLS is required. null: never TLS. Absent: TLS when the server offers it.
+   */
+  tls?: BulkTlsOptions | null;
+  /** The host name the server's certificate must carry (default: the server's host). */
+  tlsName?: string;
+  /** The server is known to want TLS (its INFO to the main connection): connect ready to upgrade. */
+  expectTls?: boolean;
   timeoutMs?: number;
 }
 
@@ -54,6 +63,11 @@ export interface BulkConnectOptions {
 const ReadBufferBytes = 256 * 1024;
 
 class TlsRequired extends Error {}
+
+/** The server refused the connection's credentials: cannot authenticate as that user. */
+const AuthRefusal = /^(Authorization Violation|User Authentication (Expired|Revoked)|Account Authentication Expired)/i;
+/** `Permissions Violation for Subscription to "x"` (quoted from 2.2 on), `… for Publish to "x"`. */
+const PermissionViolation = /^Permissions Violation for (Subscription|Publish) to "?([^"\s]+)"?/i;
 
 /** The connection could not be made, or broke: 503, as any lost connection to NATS. */
 export class BulkConnectionError extends BackupError {
@@ -68,10 +82,21 @@ export class BulkConnectionError extends BackupError {
   }
 }
 
+/**
+ * The server refused what the data connection asked for (a subscription, a publish, its
+ * credentials): 403, in the server's words and naming the permission the user lacks. Not a
+ * BulkConnectionError: nothing is gained by trying again.
+ */
+export class BulkPermissionError extends BackupError {
+  constructor(description: string) {
+    super(403, description);
+  }
+}
+
 export class BulkConnection {
   #socket: Socket;
   #reader: ProtocolReader;
-  #handlers = new Map<number, BulkHandler>();
+  #handlers = new Map<number, { subject: string; handler: BulkHandler }>();
   #nextSid = 1;
   /** The handler of the message being read (undefined: unsubscribed, skip it). */
   #current: BulkHandler | undefined;
@@ -83,6 +108,8 @@ export class BulkConnection {
   #onClosed!: (err: Error | null) => void;
   /** While connecting: what the server's INFO and a failure do. */
   #handshake: { info: (info: ServerInfo) => void; fail: (err: Error) => void } | null = null;
+  /** While the TLS handshake may fail: what the server's certificate is checked against, for errors. */
+  #tlsCheck: string | null = null;
 
   private constructor(socket: Socket, readonly server: string) {
     this.#socket = socket;
@@ -91,28 +118,24 @@ export class BulkConnection {
   }
 
   /**
-   * A bulk connection to the server `nc` is connected to, with its credentials and TLS settings,
-   * named after it (`<name>-data`).
+   * A bulk connection to the server `nc` is connected to, with the credentials and TLS settings
+   * of `options` (what `nc` was connected with; see settingsLike), named `<name>-data`.
    */
-  static like(nc: NatsConnection, name?: string): Promise<BulkConnection> {
-    const { options } = nc as unknown as NatsConnectionImpl;
-    const servers = [options.servers ?? []].flat();
-    if (servers.some((url) => /^wss?:\/\//i.test(url))) {
-      return Promise.reject(new BulkConnectionError(`bulk data needs a TCP connection to NATS; ${servers.join(", ")} is WebSocket`));
+  static like(nc: NatsConnection, options?: NodeConnectionOptions, name?: string): Promise<BulkConnection> {
+    try {
+      const settings = settingsLike(nc, options);
+      return BulkConnection.open({ ...settings, name: name ?? settings.name });
+    } catch (err) {
+      return Promise.reject(err);
     }
-    name ??= `${options.name ?? "nats"}-data`;
-    const authenticator = typeof options.authenticator === "function" ? options.authenticator : undefined;
-    const server = nc.getServer();
-    if (!server) return Promise.reject(new BulkConnectionError("not connected to NATS, so there is no server to open a data connection to"));
-    return BulkConnection.open({ server, name, authenticator, tls: options.tls, timeoutMs: options.timeout });
   }
 
   static async open(opts: BulkConnectOptions): Promise<BulkConnection> {
     try {
       return await BulkConnection.#open(opts);
     } catch (err) {
-      // Connected for plain TCP (reads into one reused buffer), but the server requires TLS.
-      if (err instanceof TlsRequired) return BulkConnection.#open({ ...opts, tls: {} });
+      // Connected for plain TCP (reads into one reused buffer), but the server wants TLS.
+      if (err instanceof TlsRequired) return BulkConnection.#open({ ...opts, expectTls: true });
       throw err;
     }
   }
@@ -120,11 +143,13 @@ export class BulkConnection {
   static async #open(opts: BulkConnectOptions): Promise<BulkConnection> {
     const { host, port } = hostPort(opts.server);
     const timeoutMs = opts.timeoutMs ?? 20_000;
+    const handshakeFirst = opts.tls?.handshakeFirst === true;
+    const tlsName = opts.tlsName || host;
     // Without TLS the socket reads into one buffer, reused: no allocation per read, far less garbage.
-    const plain = !opts.tls;
+    const plain = !handshakeFirst && !opts.expectTls && !opts.tls;
     let conn!: BulkConnection;
-    let socket: Socket = opts.tls?.handshakeFirst
-      ? tlsConnect({ host, port, ...tlsSettings(opts.tls, host) })
+    let socket: Socket = handshakeFirst
+      ? tlsConnect({ host, port, ...tlsSettings(opts.tls!, tlsName) })
       : tcpConnect({
           host,
           port,
@@ -132,6 +157,7 @@ export class BulkConnection {
         });
     socket.setNoDelay(true);
     conn = new BulkConnection(socket, `${host}:${port}`);
+    if (handshakeFirst) conn.#tlsCheck = tlsCheck(opts.tls!, tlsName);
     let timer: NodeJS.Timeout | undefined;
     const handshake = new Promise<void>((resolve, reject) => {
       timer = setTimeout(() => reject(new BulkConnectionError(`connecting to ${host}:${port} took more than ${timeoutMs / 1000}s`)), timeoutMs);
@@ -140,11 +166,16 @@ export class BulkConnection {
         info: (info) => {
           if (infoSeen) return;
           infoSeen = true;
-          const wantTls = !opts.tls?.handshakeFirst && (info.tls_required || (opts.tls !== undefined && opts.tls !== null));
-          if (wantTls && plain) return reject(new TlsRequired(`${host}:${port} requires TLS`));
-          if (wantTls) {
+          // As nats.js decides for the main connection: TLS when required, or offered and not refused (tls: null).
+          const upgrade = !handshakeFirst && (info.tls_required === true || (info.tls_available === true && opts.tls !== null));
+          if (!handshakeFirst && !upgrade && opts.tls) {
+            return reject(new BulkConnectionError(`${host}:${port} does not offer TLS, which the connection's settings require`));
+          }
+          if (upgrade && plain) return reject(new TlsRequired(`${host}:${port} wants TLS`));
+          if (upgrade) {
             socket.removeAllListeners("data");
-            socket = tlsConnect({ socket, ...tlsSettings(opts.tls ?? {}, host) });
+            socket = tlsConnect({ socket, ...tlsSettings(opts.tls ?? {}, tlsName) });
+            conn.#tlsCheck = tlsCheck(opts.tls ?? {}, tlsName);
             conn.#attach(socket, true);
           }
           const auth: Auth | Record<string, never> = opts.authenticator?.(info.nonce) ?? {};
@@ -157,7 +188,7 @@ export class BulkConnection {
             lang: "nats-backup",
             version: packageVersion,
             name: opts.name,
-            ...(wantTls ? { tls_required: true } : {}),
+            ...(upgrade || handshakeFirst ? { tls_required: true } : {}),
             ...auth,
           };
           conn.#write(`CONNECT ${JSON.stringify(connect)}\r\nPING\r\n`);
@@ -175,6 +206,7 @@ export class BulkConnection {
     } finally {
       clearTimeout(timer);
       conn.#handshake = null;
+      conn.#tlsCheck = null;
     }
     return conn;
   }
@@ -191,7 +223,7 @@ export class BulkConnection {
   subscribe(subject: string, handler: BulkHandler): BulkSubscription {
     if (this.#failure) throw this.#failure;
     const sid = this.#nextSid++;
-    this.#handlers.set(sid, handler);
+    this.#handlers.set(sid, { subject, handler });
     this.#write(`SUB ${subject} ${sid}\r\n`);
     return {
       unsubscribe: () => {
@@ -225,7 +257,7 @@ export class BulkConnection {
     const handlers = [...this.#handlers.values()];
     this.#handlers.clear();
     this.#current = undefined;
-    for (const handler of handlers) handler.lost(this.#failure);
+    for (const { handler } of handlers) handler.lost(this.#failure);
     this.#handshake?.fail(this.#failure);
     this.#onClosed(err ?? null);
   }
@@ -234,7 +266,10 @@ export class BulkConnection {
   #attach(socket: Socket, withData: boolean): void {
     this.#socket = socket;
     if (withData) socket.on("data", (buf: Buffer) => this.#receive(buf));
-    socket.on("error", (err) => this.close(new BulkConnectionError(`the data connection to ${this.server} failed: ${err.message}`)));
+    socket.on("error", (err) => {
+      const tls = this.#tlsCheck === null ? "" : ` (TLS handshake; the server's certificate was checked ${this.#tlsCheck})`;
+      this.close(new BulkConnectionError(`the data connection to ${this.server} failed: ${err.message}${tls}`));
+    });
     socket.on("close", () => this.close(new BulkConnectionError(`the server closed the data connection (${this.server})`)));
   }
 
@@ -255,14 +290,16 @@ export class BulkConnection {
       info: (json) => this.#handshake?.info(JSON.parse(json) as ServerInfo),
       ping: () => this.#write("PONG\r\n"),
       pong: () => this.#pongs.shift()?.resolve(),
-      error: (text) => this.close(new BulkConnectionError(`the server refused the data connection's request: ${text}`)),
+      error: (text) => this.#serverError(text),
       begin: (sid, subject, reply, headers, size) => {
-        const handler = this.#handlers.get(sid);
+        const handler = this.#handlers.get(sid)?.handler;
         this.#current = handler;
         this.#currentSid = sid;
         if (!handler) return;
         const msg: BulkMessage = { subject, size };
         if (reply !== undefined) msg.reply = reply;
+        // (MsgHdrsImpl is exported by the package's main entry: headers() cannot hold a status
+        // line without a description, such as a 2.10 snapshot's end, "NATS/1.0 204".)
         if (headers) msg.headers = MsgHdrsImpl.decode(headers);
         this.#call(sid, handler, () => handler.begin(msg));
       },
@@ -278,12 +315,44 @@ export class BulkConnection {
     };
   }
 
+  /**
+   * `-ERR`. A refused subscription (the server keeps the connection) fails the subscriptions on
+   * that subject; a refused publish (an ack) or refused credentials end the connection, as 403s
+   * in the server's words; anything else the server follows by closing the connection.
+   */
+  #serverError(text: string): void {
+    const violation = PermissionViolation.exec(text);
+    if (violation?.[1]?.toLowerCase() === "subscription") {
+      const subject = violation[2]!;
+      const refused = new BulkPermissionError(
+        `the server refused the data connection's subscription to ${subject} (${text}): the user needs permission to subscribe to ${subject}`,
+      );
+      for (const [sid, entry] of [...this.#handlers]) {
+        if (entry.subject !== subject) continue;
+        this.#handlers.delete(sid);
+        if (this.#currentSid === sid) this.#current = undefined;
+        entry.handler.lost(refused);
+      }
+      return;
+    }
+    if (violation) {
+      const subject = violation[2]!;
+      return this.close(
+        new BulkPermissionError(`the server refused the data connection's publish to ${subject} (${text}): the user needs permission to publish to ${subject}`),
+      );
+    }
+    if (AuthRefusal.test(text)) {
+      return this.close(new BulkPermissionError(`the server refused the data connection's credentials (${this.server}): ${text}`));
+    }
+    this.close(new BulkConnectionError(`the server refused the data connection's request: ${text}`));
+  }
+
   /** A handler that throws is unsubscribed and told why. */
   #call(sid: number, handler: BulkHandler, call: () => void): void {
     try {
       call();
     } catch (err) {
-      if (this.#handlers.get(sid) === handler) {
+      if (this.#handlers.get(sid)?.handler === handler) {
         this.#handlers.delete(sid);
         this.#current = undefined;
         if (!this.#failure) this.#write(`UNSUB ${sid}\r\n`);
@@ -312,12 +381,4 @@ function hostPort(server: string): { host: string; port: number } {
     throw new BulkConnectionError(`cannot open a data connection to ${JSON.stringify(server)}: not a server address`);
   }
   return { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port ? Number(url.port) : 4222 };
-}
-
-function tlsSettings(tls: TlsOptions, host: string): TlsConnectionOptions {
-  const read = (file?: string) => (file ? readFileSync(file) : undefined);
-  const ca = tls.ca ?? read(tls.caFile);
-  const cert = tls.cert ?? read(tls.certFile);
-  const key = tls.key ?? read(tls.keyFile);
-  return { ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
 }

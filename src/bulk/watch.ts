@@ -6,11 +6,11 @@
  * the watch: `ended` rejects with `WatchLost`, and the caller must not trust what it saw.
  */
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { BulkConnectionError, type BulkConnection, type BulkMessage } from "./bulk-connection.ts";
+import { BulkConnectionError, BulkPermissionError, type BulkConnection, type BulkMessage } from "./bulk-connection.ts";
 
 export class WatchLost extends BackupError {
-  constructor(description: string) {
-    super(ErrorCode.Unavailable, description);
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Unavailable, description, options);
   }
 }
 
@@ -37,10 +37,15 @@ export interface WatchOptions {
   idleMs: number;
 }
 
-/** Subscribes to `subject` (the server knows of it when this resolves) and hands every message to `handler`. */
+/**
+ * Subscribes to `subject` (the server knows of it when this resolves) and hands every message to
+ * `handler`. A subscription the server refuses (no permission) is a WatchLost too, naming the
+ * permission: the caller has another way to see the data.
+ */
 export async function watchSubject(bulk: BulkConnection, subject: string, handler: WatchHandler, opts: WatchOptions): Promise<Watch> {
   let messages = 0;
   let settled = false;
+  let failed: Error | undefined;
   let resolveEnded!: () => void;
   let rejectEnded!: (err: Error) => void;
   const ended = new Promise<void>((resolve, reject) => {
@@ -80,6 +85,7 @@ export async function watchSubject(bulk: BulkConnection, subject: string, handle
   function settle(failure?: Error): void {
     if (settled) return;
     settled = true;
+    failed = failure;
     clearTimeout(idleTimer);
     sub.unsubscribe();
     if (failure) rejectEnded(failure);
@@ -91,6 +97,10 @@ export async function watchSubject(bulk: BulkConnection, subject: string, handle
   } catch (err) {
     settle(err as Error);
     throw new WatchLost(`could not start watching ${opts.what}: ${(err as Error).message}`);
+  }
+  // The server answers a SUB it refuses before the flush's PONG.
+  if (failed instanceof BulkPermissionError) {
+    throw new WatchLost(`may not watch ${opts.what}: ${failed.description}`, { cause: failed });
   }
   armIdle();
   return {

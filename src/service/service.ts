@@ -3,6 +3,7 @@
  * is a thin wrapper over `startBackupService`.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
+import type { NodeConnectionOptions } from "@nats-io/transport-node";
 import { Svcm, type Service } from "@nats-io/services";
 import { pino, type Logger } from "pino";
 import { packageVersion } from "../version.ts";
@@ -35,6 +36,11 @@ export interface BackupServiceOptions {
   /** Cleanup after stopped instances (abandoned jobs, orphan chunks, incomplete backups). */
   sweep?: Partial<SweepOptions>;
   tuning?: Partial<Tuning>;
+  /**
+   * The options `nc` was connected with. Each job's data connection takes its credentials and
+   * TLS settings from them; without them, from nats.js's copy on `nc` (not typed API).
+   */
+  connectionOptions?: NodeConnectionOptions;
 }
 
 export interface BackupService {
@@ -90,7 +96,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   // Each job's bulk data goes on a connection of its own to the same server, with the same
   // credentials: endpoint replies never queue behind megabytes of chunks, and a connection the
   // server drops as a slow consumer takes down nothing but that job's attempt.
-  const openBulk = () => BulkConnection.like(nc);
+  const openBulk = () => BulkConnection.like(nc, opts.connectionOptions);
   const ownStreams = new Map([
     [streamOf(bucket), `backup bucket ${bucket}`],
     [`KV_${bucket}-jobs`, `job record bucket ${bucket}-jobs`],
