@@ -99,7 +99,8 @@ for bin in "${targets[@]}"; do
   if [ "$rc" != 0 ]; then
     failed=1
     line="$line: FAILED"
-    while IFS= read -r t; do line="$line"$'\n'"           $t"; done < <(failing_tests "$tap" | head -n 40)
+    [ "$interrupted" = 1 ] ||
+      while IFS= read -r t; do line="$line"$'\n'"           $t"; done < <(failing_tests "$tap" | head -n 40)
   else
     line="$line: ok"
   fi
