@@ -1,40 +1,56 @@
 /**
  * Connection settings read the way the nats CLI reads them: flags, then environment
- * (NATS_URL, NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CONTEXT), then a nats
- * context file (~/.config/nats/context/<name>.json, or the selected one), then defaults.
+ * (NATS_URL, NATS_CREDS, NATS_NKEY, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CERT, NATS_KEY,
+ * NATS_CA, NATS_CONTEXT), then a nats context file (~/.config/nats/context/<name>.json, or the
+ * selected one: its url, creds, nkey, user, password, token, cert, key, ca and tls_first), then
+ * defaults. `--tlsfirst` has no variable, as in the nats CLI.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { credsAuthenticator, type NatsConnection } from "@nats-io/nats-core";
+import { credsAuthenticator, nkeyAuthenticator, nkeys, type Authenticator, type NatsConnection, type TlsOptions } from "@nats-io/nats-core";
 import { connect, type NodeConnectionOptions } from "@nats-io/transport-node";
 
 export interface ConnectionFlags {
   server?: string;
   creds?: string;
+  /** A file holding the user's nkey seed. */
+  nkey?: string;
   user?: string;
   password?: string;
   token?: string;
+  tlscert?: string;
+  tlskey?: string;
+  tlsca?: string;
+  tlsfirst?: boolean;
   context?: string;
 }
 
-interface NatsContext {
+/** The fields of a nats context file (jsm.go's natscontext) that connecting uses. */
+export interface NatsContext {
   url?: string;
   creds?: string;
+  nkey?: string;
   user?: string;
   password?: string;
   token?: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  tls_first?: boolean;
 }
+
+type Env = Record<string, string | undefined>;
 
 export const DefaultUrl = "nats://127.0.0.1:4222";
 
-function contextDir(): string {
-  return join(process.env.XDG_CONFIG_HOME ?? join(homedir(), ".config"), "nats");
+function contextDir(env: Env): string {
+  return join(env.XDG_CONFIG_HOME || join(homedir(), ".config"), "nats");
 }
 
 /** The named context, or the one `nats context select` chose; none when neither exists. */
-export function readContext(name?: string): NatsContext {
-  const dir = contextDir();
+export function readContext(name?: string, env: Env = process.env): NatsContext {
+  const dir = contextDir(env);
   let selected = name;
   if (!selected && existsSync(join(dir, "context.txt"))) selected = readFileSync(join(dir, "context.txt"), "utf8").trim();
   if (!selected) return {};
@@ -46,27 +62,80 @@ export function readContext(name?: string): NatsContext {
   return JSON.parse(readFileSync(file, "utf8")) as NatsContext;
 }
 
-export function connectionOptions(flags: ConnectionFlags, env = process.env): NodeConnectionOptions {
-  const ctx = readContext(flags.context ?? env.NATS_CONTEXT);
-  const pick = (flag: string | undefined, envName: string, fromContext: string | undefined) =>
-    flag ?? env[envName] ?? (fromContext || undefined);
-  const servers = pick(flags.server, "NATS_URL", ctx.url) ?? DefaultUrl;
-  const creds = pick(flags.creds, "NATS_CREDS", ctx.creds);
-  const user = pick(flags.user, "NATS_USER", ctx.user);
-  const pass = pick(flags.password, "NATS_PASSWORD", ctx.password);
-  const token = pick(flags.token, "NATS_TOKEN", ctx.token);
+/** `~/x` as the nats CLI expands it. */
+function expandHome(path: string): string {
+  return path.replace(/^~(?=\/|$)/, homedir());
+}
+
+/** A file a setting names: it must exist (the nats CLI checks the same). */
+function existingFile(setting: string, path: string): string {
+  const file = expandHome(path);
+  if (!existsSync(file)) throw new Error(`${setting} ${path}: no such file`);
+  return file;
+}
+
+/** The seed in an nkey file: the first line that is one (comments and decorations around it are allowed). */
+function nkeySeed(setting: string, path: string): Uint8Array {
+  const text = readFileSync(existingFile(setting, path), "utf8");
+  const line = text.split(/\r?\n/).map((l) => l.trim()).find((l) => /^S[A-Z][A-Z2-7]{40,}$/.test(l));
+  if (!line) throw new Error(`${setting} ${path}: no nkey seed in the file`);
+  const seed = new TextEncoder().encode(line);
+  try {
+    nkeys.fromSeed(seed);
+  } catch (err) {
+    throw new Error(`${setting} ${path}: not a valid nkey seed (${(err as Error).message})`);
+  }
+  return seed;
+}
+
+export function connectionOptions(flags: ConnectionFlags, env: Env = process.env): NodeConnectionOptions {
+  const ctx = readContext(flags.context ?? env.NATS_CONTEXT, env);
+  /** The value and where it came from, for messages. */
+  const pick = (flag: string | undefined, flagName: string, envName: string, fromContext: string | undefined, field: string) =>
+    flag !== undefined
+      ? { value: flag, from: `--${flagName}` }
+      : env[envName]
+        ? { value: env[envName]!, from: envName }
+        : fromContext
+          ? { value: fromContext, from: `the context's ${field}` }
+          : undefined;
+  const servers = pick(flags.server, "server", "NATS_URL", ctx.url, "url")?.value ?? DefaultUrl;
+  const creds = pick(flags.creds, "creds", "NATS_CREDS", ctx.creds, "creds");
+  const nkey = pick(flags.nkey, "nkey", "NATS_NKEY", ctx.nkey, "nkey");
+  const user = pick(flags.user, "user", "NATS_USER", ctx.user, "user")?.value;
+  const pass = pick(flags.password, "password", "NATS_PASSWORD", ctx.password, "password")?.value;
+  const token = pick(flags.token, "token", "NATS_TOKEN", ctx.token, "token")?.value;
+  const cert = pick(flags.tlscert, "tlscert", "NATS_CERT", ctx.cert, "cert");
+  const key = pick(flags.tlskey, "tlskey", "NATS_KEY", ctx.key, "key");
+  const ca = pick(flags.tlsca, "tlsca", "NATS_CA", ctx.ca, "ca");
+  const tlsFirst = flags.tlsfirst === true || ctx.tls_first === true;
+  if (Boolean(cert) !== Boolean(key)) {
+    throw new Error(`a client certificate needs both a certificate and its key: ${cert ? `${cert.from} without a key (--tlskey, NATS_KEY)` : `${key!.from} without a certificate (--tlscert, NATS_CERT)`}`);
+  }
+
+  const authenticators: Authenticator[] = [];
+  if (creds) authenticators.push(credsAuthenticator(readFileSync(existingFile(creds.from, creds.value))));
+  if (nkey) authenticators.push(nkeyAuthenticator(nkeySeed(nkey.from, nkey.value)));
+  const tls: TlsOptions = {
+    ...(cert ? { certFile: existingFile(cert.from, cert.value) } : {}),
+    ...(key ? { keyFile: existingFile(key.from, key.value) } : {}),
+    ...(ca ? { caFile: existingFile(ca.from, ca.value) } : {}),
+    ...(tlsFirst ? { handshakeFirst: true } : {}),
+  };
   return {
     servers: servers.split(",").map((s) => s.trim()),
     name: "nats-backup",
     maxReconnectAttempts: -1,
-    ...(creds ? { authenticator: credsAuthenticator(readFileSync(creds.replace(/^~(?=\/)/, homedir()))) } : {}),
+    ...(authenticators.length ? { authenticator: authenticators.length === 1 ? authenticators[0]! : authenticators } : {}),
     ...(user ? { user } : {}),
     ...(pass ? { pass } : {}),
     ...(token ? { token } : {}),
+    // Any TLS setting makes TLS required, as in the nats CLI; without one, TLS when the server offers it.
+    ...(Object.keys(tls).length ? { tls } : {}),
   };
 }
 
 /** The service's connection, named `nats-backup` (its jobs' bulk connections are `nats-backup-data`). */
-export function connectNats(flags: ConnectionFlags): Promise<NatsConnection> {
-  return connect(connectionOptions(flags));
+export function connectNats(options: NodeConnectionOptions): Promise<NatsConnection> {
+  return connect(options);
 }

@@ -3,18 +3,23 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { packageVersion } from "../version.ts";
 import { Defaults, startBackupService } from "../service/service.ts";
-import { connectNats } from "./connect.ts";
+import { connectNats, connectionOptions } from "./connect.ts";
 
 const usage = `nats-backup ${packageVersion}: JetStream backup and restore as a NATS micro service
 
 Usage: nats-backup serve [options]
 
-Connection (as the nats CLI reads them):
+Connection (as the nats CLI reads them; a nats context's fields come after flags and variables):
   -s, --server URL       NATS server(s), comma separated   [NATS_URL, default nats://127.0.0.1:4222]
       --creds FILE       user credentials file              [NATS_CREDS]
+      --nkey FILE        user nkey seed file                [NATS_NKEY]
       --user USER        user name                          [NATS_USER]
       --password PASS    password                           [NATS_PASSWORD]
       --token TOKEN      token                              [NATS_TOKEN]
+      --tlscert FILE     TLS client certificate             [NATS_CERT]
+      --tlskey FILE      TLS client certificate's key       [NATS_KEY]
+      --tlsca FILE       CA to check the server with        [NATS_CA]
+      --tlsfirst         TLS handshake before the server's greeting (nats-server 2.10+)
       --context NAME     nats context to read settings from [NATS_CONTEXT]
 Service:
       --bucket NAME      object store bucket for backups    [default ${Defaults.bucket}]
@@ -31,9 +36,16 @@ async function main(argv: string[]): Promise<number> {
     options: {
       server: { type: "string", short: "s" },
       creds: { type: "string" },
+      nkey: { type: "string" },
       user: { type: "string" },
       password: { type: "string" },
       token: { type: "string" },
+      tlscert: { type: "string" },
+      tlskey: { type: "string" },
+      tlsca: { type: "string" },
+      tlsfirst: { type: "boolean" },
+      // nsc's spelling, which the nats CLI also takes.
+      "tls-first": { type: "boolean" },
       context: { type: "string" },
       bucket: { type: "string" },
       replicas: { type: "string" },
@@ -59,13 +71,16 @@ async function main(argv: string[]): Promise<number> {
 
   const maxJobs = values["max-jobs"] !== undefined ? positiveInt("--max-jobs", values["max-jobs"]) : undefined;
 
-  const nc = await connectNats(values);
+  const connection = connectionOptions({ ...values, tlsfirst: values.tlsfirst || values["tls-first"] });
+  const nc = await connectNats(connection);
   log.info({ server: nc.getServer() }, "connected");
   void (async () => {
     for await (const s of nc.status()) if (s.type !== "ping") log.info({ status: s.type }, "connection status");
   })();
   const svc = await startBackupService(nc, {
     logger: log,
+    // Its jobs' data connections connect as this one did.
+    connectionOptions: connection,
     ...(values.bucket ? { bucket: values.bucket } : {}),
     ...(replicas ? { replicas } : {}),
     ...(maxJobs ? { maxJobs } : {}),
