@@ -2,14 +2,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
-import { Catalogue } from "../src/catalogue/catalogue.ts";
+import { Catalogue, manifestOf } from "../src/catalogue/catalogue.ts";
+import { ManifestIndex, type ManifestOf } from "../src/catalogue/manifest-index.ts";
 import { purgeChunks } from "../src/catalogue/bucket-stream.ts";
 import { chunkSubject } from "../src/catalogue/object-format.ts";
 import { newId } from "../src/jobs/ids.ts";
 import type { BackupManifest, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { waitUntil } from "./harness/inspect.ts";
-import { request, startRig, type ServiceRig } from "./harness/service.ts";
+import { request, startRig, warningsLogger, type ServiceRig } from "./harness/service.ts";
 import { writeManifest } from "./harness/manifests.ts";
 import { MetaChanged } from "../src/catalogue/object-writes.ts";
 
@@ -122,5 +123,48 @@ describe("listing from the manifest index", () => {
       20_000,
       200,
     );
+  });
+});
+
+describe("an index whose consumer loop fails", () => {
+  let rig: ServiceRig;
+  let sample: BackupManifest;
+
+  before(async () => {
+    rig = await startRig({ sweep: { intervalMs: 3_600_000 } });
+    await makeStream(rig.nc, "FAILS", { messages: 5, consumers: false });
+    const reply = await request<JobRecord>(rig.nc, "$BACKUP.stream.FAILS", { wait: true }, 60_000);
+    assert.equal(reply.errorCode, null, reply.raw);
+    sample = reply.body.result as BackupManifest;
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test("logs the failure, answers null while it is rebuilt (callers read the bucket), and is rebuilt whole", async () => {
+    const { logger, warnings } = warningsLogger();
+    // A hook the test arms: reading the next manifest throws inside the index's consumer loop.
+    let armed = false;
+    const failingOnce: ManifestOf = (meta) => {
+      if (armed && meta.name.endsWith("/manifest.json")) {
+        armed = false;
+        throw new Error("injected failure while indexing");
+      }
+      return manifestOf(meta);
+    };
+    const index = await ManifestIndex.start(jetstream(rig.nc), "backups", failingOnce, logger);
+    try {
+      const base = sample;
+      assert.deepEqual((await index.manifests())?.map((m) => m.id), [base.id]);
+
+      armed = true;
+      const later: BackupManifest = { ...base, id: newId() };
+      await writeManifest(rig.nc, later);
+      await waitUntil("the failure to be logged", () => warnings.includes("the manifest index failed; lists read the bucket until it is rebuilt"), 10_000, 20);
+      await waitUntil("the rebuilt index to answer", async () => (await index.manifests()) !== null, 10_000, 50);
+      assert.deepEqual((await index.manifests())?.map((m) => m.id).sort(), [base.id, later.id].sort());
+    } finally {
+      index.stop();
+    }
   });
 });

@@ -5,6 +5,7 @@
  * checked: a backup without one is not a backup and is never listed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
+import { pino, type Logger } from "pino";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
@@ -26,6 +27,8 @@ export interface CatalogueOptions {
   replicas?: number;
   /** Keep the manifests in memory (see manifest-index.ts), for lists that do not read each one from the server. */
   index?: boolean;
+  /** Where the index reports its failures and rebuilds. */
+  log?: Logger;
 }
 
 export const objectNames = (id: string) => ({
@@ -61,7 +64,7 @@ export class Catalogue {
       description: "nats-backup: stream snapshots",
     });
     const catalogue = new Catalogue(nc, js, opts.bucket, store);
-    if (opts.index) catalogue.#index = await ManifestIndex.start(js, opts.bucket, manifestOf);
+    if (opts.index) catalogue.#index = await ManifestIndex.start(js, opts.bucket, manifestOf, opts.log ?? pino({ level: "silent" }));
     return catalogue;
   }
 
@@ -298,7 +301,8 @@ export class Catalogue {
   }
 }
 
-function manifestOf(meta: ObjectMetaRecord): BackupManifest | null {
+/** The manifest an object's metadata record carries: null for any other object, or a deleted one. */
+export function manifestOf(meta: ObjectMetaRecord): BackupManifest | null {
   return meta.name.endsWith(ManifestSuffix) && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
 }
 

@@ -69,7 +69,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const bucket = opts.bucket ?? Defaults.bucket;
   const replicas = opts.replicas ?? Defaults.replicas;
   const log = opts.logger ?? pino({ level: "silent" });
-  const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true });
+  const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true, log });
   const jobs = await JobStore.open(catalogue.js, {
     bucket: `${bucket}-jobs`,
     replicas,
