@@ -5,7 +5,7 @@
 import { closeSync, createWriteStream, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
-import { rawMembers } from "../src/snapshot/raw-json.ts";
+import { rawMembers } from "../src/jetstream/raw-json.ts";
 import { jsApi } from "./jsapi.ts";
 
 export const ArchiveFile = "stream.tar.s2";

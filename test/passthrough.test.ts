@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import type { BackupManifest, JobRecord } from "../src/mod.ts";
-import { rawMembers, rawObject } from "../src/snapshot/raw-json.ts";
+import { rawMembers, rawObject } from "../src/jetstream/raw-json.ts";
 import { request, startRig, type ServiceRig } from "./harness/service.ts";
 import { jsApi, jsApiRaw, memberText } from "./harness/inspect.ts";
 

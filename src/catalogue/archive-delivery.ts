@@ -7,7 +7,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { jsApiRequest } from "../snapshot/jsapi.ts";
+import { jsApiRequest } from "../jetstream/jsapi.ts";
 import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 
 export interface DeliveryOptions {

@@ -3,7 +3,7 @@
  * messages, deletes and purges of chunk subjects.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { JetStreamApiError, JsErrCode, jsApiRequest } from "../snapshot/jsapi.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest } from "../jetstream/jsapi.ts";
 import { chunkSubject, streamOf } from "./object-format.ts";
 
 /**

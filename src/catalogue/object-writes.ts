@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { JetStreamApiError } from "../snapshot/jsapi.ts";
+import { JetStreamApiError } from "../jetstream/jsapi.ts";
 import { BucketWriteTimeoutMs, deleteMessage, purgeChunks } from "./bucket-stream.ts";
 import { base64UrlPadded, chunkSubject, DigestPrefix, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 

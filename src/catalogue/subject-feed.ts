@@ -8,7 +8,7 @@
 import { createInbox, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 import type { BulkConnection, BulkSubscription } from "../bulk/bulk-connection.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { jsApiRequest } from "../snapshot/jsapi.ts";
+import { jsApiRequest } from "../jetstream/jsapi.ts";
 import { DeliveryOrder, isAckSubject } from "./delivery-order.ts";
 
 export interface FeedOptions {

@@ -3,7 +3,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { ManifestUnsettled, objectNames } from "../catalogue/catalogue.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest, streamCreated } from "../snapshot/jsapi.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest, streamCreated } from "../jetstream/jsapi.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
 import { WatchLost } from "../bulk/watch.ts";
 import { BulkConnectionError } from "../bulk/bulk-connection.ts";

@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest } from "./jsapi.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest } from "../jetstream/jsapi.ts";
 
 export class RestoreSession {
   #done = false;

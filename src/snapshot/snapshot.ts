@@ -7,8 +7,8 @@
  */
 import type { MsgHdrs, NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest } from "./jsapi.ts";
-import { rawMembers } from "./raw-json.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest } from "../jetstream/jsapi.ts";
+import { rawMembers } from "../jetstream/raw-json.ts";
 
 export interface SnapshotOptions {
   /** Where the server sends the chunks. Something must listen there before the snapshot starts. */
