@@ -159,20 +159,29 @@ export class NatsCluster {
     const clusterName = opts.name ?? "C1";
     const routePorts = await Promise.all(Array.from({ length: size }, () => freePort()));
     const routes = routePorts.map((p) => `"nats-route://127.0.0.1:${p}"`).join(", ");
-    const servers = await Promise.all(
-      routePorts.map((routePort, i) =>
-        NatsServer.start({
-          bin: opts.bin,
-          serverName: `${clusterName}-n${i + 1}`,
-          config: [
-            `cluster { name: ${clusterName}, listen: "127.0.0.1:${routePort}", routes: [${routes}] }`,
-            opts.tags ? `server_tags: ${JSON.stringify(opts.tags(i))}` : "",
-          ].join("\n"),
-        }),
-      ),
-    );
-    const cluster = new NatsCluster(servers);
-    await cluster.waitForMetaLeader();
+    // One after another: nodes that all dial each other at the same instant race on duplicate
+    // routes, and a 2.10.27 cluster was then left, about one start in 20, with a meta leader that
+    // never could place an R3 stream.
+    const cluster = new NatsCluster([]);
+    try {
+      for (const [i, routePort] of routePorts.entries()) {
+        cluster.servers.push(
+          await NatsServer.start({
+            bin: opts.bin,
+            serverName: `${clusterName}-n${i + 1}`,
+            config: [
+              `cluster { name: ${clusterName}, listen: "127.0.0.1:${routePort}", routes: [${routes}] }`,
+              opts.tags ? `server_tags: ${JSON.stringify(opts.tags(i))}` : "",
+            ].join("\n"),
+          }),
+        );
+      }
+      await cluster.waitForMetaLeader();
+    } catch (err) {
+      // Nothing the caller cannot stop is left running.
+      await cluster.stop();
+      throw err;
+    }
     return cluster;
   }
 
@@ -184,21 +193,39 @@ export class NatsCluster {
     return connect({ servers: this.urls, ...opts });
   }
 
+  /**
+   * Waits until the meta leader can place a stream on every node: a leader alone is not enough,
+   * as a 2.10 leader elected before it has heard from all peers answers an R3 create with
+   * "no suitable peers for placement" (10005). A probe stream of as many replicas as nodes is
+   * created and deleted.
+   */
   async waitForMetaLeader(timeoutMs = 30_000): Promise<void> {
     const nc = await this.connect();
+    const probe = "HARNESS_CLUSTER_READY";
+    let last = "no answer";
     try {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
         try {
-          const reply = await nc.request("$JS.API.INFO", "", { timeout: 1000 });
-          const info = reply.json<{ error?: unknown }>();
-          if (!info.error) return;
-        } catch {
-          // not yet
+          const reply = await nc.request(
+            `$JS.API.STREAM.CREATE.${probe}`,
+            JSON.stringify({ name: probe, subjects: [`harness.${probe}`], storage: "memory", num_replicas: this.servers.length }),
+            { timeout: 2000 },
+          );
+          const created = reply.json<{ error?: { description?: string } }>();
+          if (!created.error) {
+            const deleted = (await nc.request(`$JS.API.STREAM.DELETE.${probe}`, "", { timeout: 5000 })).json<{ error?: { description?: string } }>();
+            if (deleted.error) throw new Error(`could not delete the probe stream: ${deleted.error.description}`);
+            return;
+          }
+          last = created.error.description ?? JSON.stringify(created.error);
+        } catch (err) {
+          if (err instanceof Error && err.message.startsWith("could not delete")) throw err;
+          last = String(err);
         }
         await new Promise((r) => setTimeout(r, 250));
       }
-      throw new Error("the cluster elected no JetStream meta leader");
+      throw new Error(`the cluster could not place a stream on all ${this.servers.length} nodes within ${timeoutMs} ms: ${last}`);
     } finally {
       await nc.close();
     }
