@@ -20,6 +20,7 @@ import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMeta
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import type { Watch } from "../bulk/watch.ts";
 import { ManifestIndex } from "./manifest-index.ts";
+import { cutPage, type ListPage } from "./list-page.ts";
 
 export interface CatalogueOptions {
   bucket: string;
@@ -187,7 +188,22 @@ export class Catalogue {
 
   /** Completed backups, newest first: from the index when it can tell, else read from the bucket. */
   async list(stream?: string): Promise<BackupManifest[]> {
-    return newestFirst((await this.#index?.manifests()) ?? (await this.#readManifests()), stream);
+    return newestFirst(await this.#manifests(), stream);
+  }
+
+  /**
+   * One page of `list`: the backups older than `after` (ids are ULIDs, so older means a lower id),
+   * at most `limit` of them and no more than `maxBytes` of JSON; `next` when more remain. Pages
+   * are cut by id, not by position: a backup removed between two requests shifts nothing.
+   */
+  async page(opts: { stream?: string; after?: string; limit: number; maxBytes: number }): Promise<ListPage> {
+    const { after } = opts;
+    const older = (await this.#manifests()).filter((m) => after === undefined || m.id < after);
+    return cutPage(newestFirst(older, opts.stream), opts.limit, opts.maxBytes);
+  }
+
+  async #manifests(): Promise<BackupManifest[]> {
+    return (await this.#index?.manifests()) ?? (await this.#readManifests());
   }
 
   /** Every completed backup, read from the bucket: its manifests' metadata messages by direct get, no consumer. */

@@ -21,7 +21,7 @@ export const schemaId = (name: string) => `https://nats.io/schemas/backup/v1/${n
 const Descriptions: Record<ProtocolSchemaName, string> = {
   backup_stream_request: "The body of a request on $BACKUP.stream.<stream>; an empty body means every default",
   restore_stream_request: "The body of a request on $RESTORE.stream.<stream>; an empty body means every default",
-  list_request: "The body of a request on $BACKUP.list; an empty body lists every backup",
+  list_request: "The body of a request on $BACKUP.list; an empty body lists the newest backups, up to the default limit",
   empty_request: "The body of a request on $BACKUP.info.<id>, $BACKUP.delete.<id> and $BACKUP.job.<id>: empty or {}",
   job_started: "The reply to a backup or restore request with wait:false",
   job_record:

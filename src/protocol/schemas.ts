@@ -43,8 +43,18 @@ export const RestoreStreamRequest = z.strictObject({
 });
 export type RestoreStreamRequest = z.infer<typeof RestoreStreamRequest>;
 
+/** Backups a list reply holds when the request names no limit, and the most it may ask for. */
+export const ListLimit = { default: 256, max: 1024 } as const;
+
 export const ListRequest = z.strictObject({
   stream: streamName.optional().describe("only backups of this stream"),
+  limit: z
+    .int()
+    .min(1)
+    .max(ListLimit.max)
+    .default(ListLimit.default)
+    .describe("the most backups in the reply (fewer when max_payload would be exceeded)"),
+  after: backupId.optional().describe("the `next` of the previous page: only backups older than (with ids below) this one"),
 });
 export type ListRequest = z.infer<typeof ListRequest>;
 
@@ -137,7 +147,9 @@ export type JobStarted = z.infer<typeof JobStarted>;
 
 export const ListReply = z.looseObject({
   backups: z.array(BackupManifest).describe("completed backups, newest first"),
+  next: backupId.optional().describe("present only when more backups remain: send it as `after` for the next page"),
 });
+export type ListReply = z.infer<typeof ListReply>;
 export const DeleteReply = z.looseObject({ id: backupId, deleted: z.literal(true), objects: z.number() });
 export type DeleteReply = z.infer<typeof DeleteReply>;
 

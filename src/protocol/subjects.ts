@@ -33,7 +33,7 @@ export const Endpoints = {
   },
   list: {
     subject: "$BACKUP.list",
-    description: "List completed backups, newest first",
+    description: "List completed backups, newest first, a page at a time (limit, after; the reply's next)",
     request: "list_request",
     reply: "list_reply",
   },

@@ -1,4 +1,5 @@
 /** The service's endpoints: each reads its request, hands it to the runner or the catalogue, and replies. */
+import type { NatsConnection } from "@nats-io/nats-core";
 import type { ServiceMsg } from "@nats-io/services";
 import type { Logger } from "pino";
 import type { Catalogue } from "../catalogue/catalogue.ts";
@@ -10,6 +11,7 @@ import {
   BackupStreamRequest,
   EmptyRequest,
   ListRequest,
+  MiB,
   RestoreStreamRequest,
   type DeleteReply,
 } from "../protocol/schemas.ts";
@@ -22,6 +24,14 @@ export interface EndpointDeps {
   catalogue: Catalogue;
   jobs: JobStore;
   log: Logger;
+}
+
+/** Room left in a reply for what the client adds around the body (headers, should any be set). */
+const ReplyHeadroom = 1024;
+
+/** The most bytes of JSON a reply on `nc` can carry: the server's max_payload, less some headroom. */
+function replyBudget(nc: NatsConnection): number {
+  return (nc.info?.max_payload ?? MiB) - ReplyHeadroom;
 }
 
 type Handler = (msg: ServiceMsg, deps: EndpointDeps) => Promise<unknown>;
@@ -50,7 +60,7 @@ export const handlers: Record<EndpointName, Handler> = {
   },
   list: async (msg, { catalogue }) => {
     const req = parseBody(ListRequest, msg);
-    return { backups: await catalogue.list(req.stream) };
+    return catalogue.page({ ...req, maxBytes: replyBudget(catalogue.nc) });
   },
   info: async (msg, { catalogue }) => {
     const id = idFromSubject(msg.subject);

@@ -1,0 +1,33 @@
+/**
+ * One page of a newest-first list of backups, cut to a count and to a size: a `$BACKUP.list`
+ * reply must fit the connection's max_payload whatever the manifests hold (a tag, a server name),
+ * or it could not be sent at all.
+ */
+import type { BackupManifest } from "../protocol/schemas.ts";
+
+export interface ListPage {
+  backups: BackupManifest[];
+  /** The last id of this page, present only when more remain: the next page is `after` it. */
+  next?: string;
+}
+
+/** The reply's JSON around its manifests, with a `next`. */
+const Envelope = Buffer.byteLength(JSON.stringify({ backups: [], next: "0".repeat(26) }));
+
+/**
+ * The first `limit` of `newestFirst`, fewer when their JSON reply would pass `maxBytes`. Always at
+ * least one when there is one: a manifest was stored in a message of the bucket, so it fits.
+ */
+export function cutPage(newestFirst: readonly BackupManifest[], limit: number, maxBytes: number): ListPage {
+  const backups: BackupManifest[] = [];
+  let bytes = Envelope;
+  for (const manifest of newestFirst) {
+    if (backups.length >= limit) break;
+    const size = Buffer.byteLength(JSON.stringify(manifest)) + 1; // and its comma
+    if (backups.length > 0 && bytes + size > maxBytes) break;
+    backups.push(manifest);
+    bytes += size;
+  }
+  const last = backups.at(-1);
+  return last && backups.length < newestFirst.length ? { backups, next: last.id } : { backups };
+}
