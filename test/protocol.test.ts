@@ -287,7 +287,7 @@ describe("replies of a running service", () => {
       return msg.json<Record<string, unknown>>();
     }
 
-    test("$SRV.INFO.backup lists the six endpoints with their subjects, metadata and queue group q", async () => {
+    test("$SRV.INFO.backup lists the seven endpoints with their subjects, metadata and queue group q", async () => {
       const info = (await discover("INFO")) as {
         name: string;
         id: string;
@@ -297,7 +297,7 @@ describe("replies of a running service", () => {
       assert.equal(info.name, "backup");
       assert.equal(info.id, svc.id);
       assert.deepEqual(info.metadata, { bucket: "backups" });
-      assert.equal(info.endpoints.length, 6);
+      assert.equal(info.endpoints.length, 7);
       assert.deepEqual(
         info.endpoints.map((e) => e.name).sort(),
         Object.keys(Endpoints).sort(),
@@ -335,7 +335,7 @@ describe("replies of a running service", () => {
       { skip: noOfficial },
       async () => {
         const body = (await discover("STATS")) as { endpoints: { name: string; num_requests: number }[] };
-        assert.equal(body.endpoints.length, 6);
+        assert.equal(body.endpoints.length, 7);
         assert.ok(body.endpoints.find((e) => e.name === "backup-stream")!.num_requests > 0);
         const validate = official("stats");
         assert.ok(validate(body), `${ajv07.errorsText(validate.errors)}\n${JSON.stringify(body)}`);

@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { packageVersion } from "../version.ts";
 import { Defaults, startBackupService } from "../service/service.ts";
+import { durationMs } from "../protocol/duration.ts";
 import { connectNats, connectionOptions } from "./connect.ts";
 
 const usage = `nats-backup ${packageVersion}: JetStream backup and restore as a NATS micro service
@@ -26,6 +27,10 @@ Service:
       --replicas N       replicas of the buckets it creates [default ${Defaults.replicas}]
       --max-jobs N       jobs this instance runs at once; more get 429 [default ${Defaults.maxJobs}]
       --shutdown-grace S seconds running jobs get to finish on SIGINT/SIGTERM [default ${Defaults.shutdownGraceMs / 1000}]
+      --keep-last N      retention default: keep each stream's N newest backups [default: all]
+      --max-age AGE      retention default: remove backups older than AGE, never a stream's newest;
+                         as the nats CLI writes durations (30d, 12h, 1h30m, 1w, 1M, 1y) or seconds [default: none]
+                         (a backup request's keep_last and max_age win for its stream)
       --log-level LEVEL  pino level                         [LOG_LEVEL, default info]
 `;
 
@@ -51,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
       replicas: { type: "string" },
       "shutdown-grace": { type: "string" },
       "max-jobs": { type: "string" },
+      "keep-last": { type: "string" },
+      "max-age": { type: "string" },
       "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
@@ -70,6 +77,8 @@ async function main(argv: string[]): Promise<number> {
   const grace = values["shutdown-grace"] !== undefined ? positiveInt("--shutdown-grace", values["shutdown-grace"]) : undefined;
 
   const maxJobs = values["max-jobs"] !== undefined ? positiveInt("--max-jobs", values["max-jobs"]) : undefined;
+  const keepLast = values["keep-last"] !== undefined ? positiveInt("--keep-last", values["keep-last"]) : undefined;
+  const maxAge = values["max-age"] !== undefined ? durationFlag("--max-age", values["max-age"]) : undefined;
 
   const connection = connectionOptions({ ...values, tlsfirst: values.tlsfirst || values["tls-first"] });
   const nc = await connectNats(connection);
@@ -85,6 +94,9 @@ async function main(argv: string[]): Promise<number> {
     ...(replicas ? { replicas } : {}),
     ...(maxJobs ? { maxJobs } : {}),
     ...(grace !== undefined ? { shutdownGraceMs: grace * 1000 } : {}),
+    ...(keepLast !== undefined || maxAge !== undefined
+      ? { retention: { ...(keepLast !== undefined ? { keep_last: keepLast } : {}), ...(maxAge !== undefined ? { max_age: maxAge } : {}) } }
+      : {}),
   });
 
   await new Promise<void>((resolve) => {
@@ -104,6 +116,17 @@ function positiveInt(flag: string, text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} takes a whole number, not ${JSON.stringify(text)}`);
   return n;
+}
+
+/** A duration as the nats CLI writes it (30d, 12h, 1h30m), or a whole number of seconds. */
+function durationFlag(flag: string, text: string): string | number {
+  const value = /^\d+$/.test(text) ? Number(text) : text;
+  try {
+    durationMs(value);
+  } catch (err) {
+    throw new Error(`${flag}: ${(err as Error).message}`);
+  }
+  return value;
 }
 
 main(process.argv.slice(2)).then(

@@ -11,6 +11,7 @@ import { watchSnapshot } from "../snapshot/watch.ts";
 import type { StoredMessage } from "../catalogue/subject-feed.ts";
 import type { ObjectMetaRecord } from "../catalogue/object-format.ts";
 import type { JobContext } from "./context.ts";
+import { requestedRetention } from "./retention.ts";
 import type { Job } from "./job.ts";
 
 export async function backupStream(
@@ -62,6 +63,7 @@ export async function backupStream(
     consumers,
     checked: req.check,
     ...(req.tag !== undefined ? { tag: req.tag } : {}),
+    ...requestedRetention(req),
     objects: objectNames(job.id),
     server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
   };

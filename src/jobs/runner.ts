@@ -41,10 +41,13 @@ export class JobRunner {
     return this.#start("restore", stream, (accepted, job, hold) => restoreStream(this.ctx, job, req, accepted, hold));
   }
 
-  /** Deletes a backup unless a restore is reading it (409 naming the restore). Resolves to the objects removed. */
-  async deleteBackup(id: string): Promise<number> {
+  /**
+   * Deletes a backup unless a restore is reading it (409 naming the restore). Resolves to the
+   * objects removed. `operation` names who deletes in the lock, for a restore refused meanwhile.
+   */
+  async deleteBackup(id: string, operation: "delete" | "prune" | "retention" = "delete"): Promise<number> {
     await this.ctx.catalogue.info(id); // 404 before anything is written
-    const lock = await this.locks.acquire({ backup: id }, { job: id, operation: "delete", instance: this.instance });
+    const lock = await this.locks.acquire({ backup: id }, { job: id, operation, instance: this.instance });
     try {
       return await this.ctx.catalogue.delete(id);
     } finally {

@@ -1,7 +1,8 @@
 /**
  * Cleans up after instances that died: fails their jobs, frees their locks, and removes what
- * their uploads left in the bucket. Runs at start and then periodically, on every instance;
- * each step is safe to race with another instance doing the same.
+ * their uploads left in the bucket. Then, a pass of its own, applies the streams' retention
+ * policies (retention.ts), a bounded number of backups per sweep. Runs at start and then
+ * periodically, on every instance; each step is safe to race with another instance doing the same.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm } from "@nats-io/services";
@@ -13,6 +14,8 @@ import { ServiceName } from "../protocol/subjects.ts";
 import { publishStatus } from "./job.ts";
 import type { JobStore } from "./job-store.ts";
 import type { Locks } from "./locks.ts";
+import type { Retention } from "./retention.ts";
+import type { PruneReply } from "../protocol/schemas.ts";
 
 export interface SweepOptions {
   intervalMs: number;
@@ -26,14 +29,24 @@ export interface SweepOptions {
    * busy server, can answer a PING late.
    */
   silentJobMs: number;
+  /** Backups the retention pass removes at most per sweep (the oldest due first); the rest wait for the next sweeps. */
+  retentionPerSweep: number;
 }
 
-export const DefaultSweep: SweepOptions = { intervalMs: 60_000, orphanMinAgeMs: 60_000, staleJobMs: 30_000, silentJobMs: 3_000 };
+export const DefaultSweep: SweepOptions = {
+  intervalMs: 60_000,
+  orphanMinAgeMs: 60_000,
+  staleJobMs: 30_000,
+  silentJobMs: 3_000,
+  retentionPerSweep: 64,
+};
 
 export interface SweepReport {
   abandonedJobs: string[];
   purgedUploads: string[];
   removedObjects: string[];
+  /** What the retention pass removed and skipped; null when it failed (logged) or there is no retention. */
+  retention: PruneReply | null;
 }
 
 export class Sweeper {
@@ -50,6 +63,7 @@ export class Sweeper {
     private readonly holds: (job: string) => boolean,
     private readonly log: Logger,
     private readonly opts: SweepOptions,
+    private readonly retention: Retention | null = null,
   ) {}
 
   start(): void {
@@ -70,8 +84,32 @@ export class Sweeper {
     return this.#running;
   }
 
+  /** The clean-up, then the retention pass, which runs even when the clean-up failed; the clean-up's error is thrown after it. */
   async #sweep(): Promise<SweepReport> {
-    const report: SweepReport = { abandonedJobs: [], purgedUploads: [], removedObjects: [] };
+    const cleanUp = await this.#cleanUp().then(
+      (report) => ({ report }),
+      (err: unknown) => ({ err }),
+    );
+    const report: SweepReport = "report" in cleanUp ? cleanUp.report : { abandonedJobs: [], purgedUploads: [], removedObjects: [], retention: null };
+    report.retention = await this.#applyRetention();
+    if ("err" in cleanUp) throw cleanUp.err;
+    return report;
+  }
+
+  async #applyRetention(): Promise<PruneReply | null> {
+    if (!this.retention) return null;
+    try {
+      const applied = await this.retention.apply({ dryRun: false, max: this.opts.retentionPerSweep, operation: "retention" });
+      if (applied.streams.length > 0) this.log.info({ retention: applied }, "sweep applied the streams' retention");
+      return applied;
+    } catch (err) {
+      this.log.warn({ err }, "the retention pass failed; the next sweep tries again");
+      return null;
+    }
+  }
+
+  async #cleanUp(): Promise<SweepReport> {
+    const report: SweepReport = { abandonedJobs: [], purgedUploads: [], removedObjects: [], retention: null };
     // Uploads first: anything that starts after this list is read cannot be mistaken for an orphan.
     const uploads = await this.catalogue.chunkUploads();
     const live = await this.#liveInstances();
@@ -120,7 +158,7 @@ export class Sweeper {
       }
     }
     if (report.abandonedJobs.length + report.purgedUploads.length + report.removedObjects.length > 0) {
-      this.log.info(report, "sweep cleaned up after stopped instances");
+      this.log.info({ ...report, retention: undefined }, "sweep cleaned up after stopped instances");
     }
     return report;
   }

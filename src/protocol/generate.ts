@@ -29,6 +29,8 @@ const Descriptions: Record<ProtocolSchemaName, string> = {
   backup_manifest: "A completed backup: the reply of $BACKUP.info.<id>, and <id>/manifest.json in the bucket",
   list_reply: "The reply of $BACKUP.list",
   delete_reply: "The reply of $BACKUP.delete.<id>",
+  prune_request: "The body of a request on $BACKUP.prune; an empty body applies each stream's retention policy",
+  prune_reply: "The reply of $BACKUP.prune: what was removed (dry_run: would be removed) and what was skipped, by stream",
   error_reply:
     "The body of every error reply; the headers Nats-Service-Error-Code and Nats-Service-Error carry the same code and description",
 };

@@ -3,6 +3,7 @@
  * consumer configurations are never modelled here: they pass through as the server wrote them.
  */
 import { z } from "zod";
+import { DurationPattern } from "./duration.ts";
 
 const streamName = z
   .string()
@@ -16,6 +17,23 @@ export const backupId = z.string().regex(/^[0-9A-HJKMNP-TV-Z]{26}$/, "a backup i
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 
+/** How many completed backups of a stream to keep: the N newest (0: no limit by count). */
+const keepLast = z.int().min(0).max(1_000_000);
+/** How old a completed backup of a stream may get (0: no limit by age); never removes the stream's newest. */
+const maxAge = z.union([
+  z.string().regex(DurationPattern, "a duration as the nats CLI writes it (30d, 12h, 1h30m, 1w, 1y) or 0"),
+  z.number().min(0).describe("seconds"),
+]);
+
+/** A stream's retention, as a backup request sets it and its manifest keeps it. */
+export const RetentionPolicy = z.strictObject({
+  keep_last: keepLast.optional().describe("keep the N newest completed backups of the stream; 0: no limit by count"),
+  max_age: maxAge
+    .optional()
+    .describe("remove completed backups older than this (never the stream's newest): a duration as the nats CLI writes it (30d, 12h, 1h30m) or seconds; 0: no limit by age"),
+});
+export type RetentionPolicy = z.infer<typeof RetentionPolicy>;
+
 export const BackupStreamRequest = z.strictObject({
   consumers: z.boolean().default(true).describe("include durable consumers and their state"),
   check: z.boolean().default(false).describe("have the server verify every message checksum first"),
@@ -27,6 +45,12 @@ export const BackupStreamRequest = z.strictObject({
     .describe("bytes per snapshot chunk; default 256 KiB, capped at the server's max_payload"),
   wait: z.boolean().default(false).describe("reply when the job ends instead of when it starts"),
   tag: z.string().max(256).optional().describe("a free label kept in the manifest"),
+  keep_last: RetentionPolicy.shape.keep_last.describe(
+    "the stream's retention from now on, kept in the manifest: keep its N newest completed backups (0: no limit by count)",
+  ),
+  max_age: RetentionPolicy.shape.max_age.describe(
+    "the stream's retention from now on, kept in the manifest: remove its completed backups older than this, never its newest (0: no limit by age)",
+  ),
 });
 export type BackupStreamRequest = z.infer<typeof BackupStreamRequest>;
 
@@ -82,6 +106,14 @@ export const BackupManifest = z.looseObject({
   consumers: z.array(z.string()).describe("the consumers the stream had when the snapshot started, included in it unless consumers:false"),
   checked: z.boolean().describe("the server verified message checksums before the snapshot"),
   tag: z.string().optional(),
+  retention: z
+    // Read leniently: a value this version cannot apply keeps the stream's backups, and the backup is still listed.
+    .looseObject({
+      keep_last: z.number().optional(),
+      max_age: z.union([z.string().describe("a duration"), z.number().describe("seconds")]).optional(),
+    })
+    .optional()
+    .describe("the stream's retention as the backup request set it (keep_last, max_age); the newest backup's is the stream's"),
   objects: z.looseObject({ config: z.string(), archive: z.string(), manifest: z.string() }),
   server: z
     .looseObject({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() })
@@ -150,6 +182,44 @@ export const ListReply = z.looseObject({
   next: backupId.optional().describe("present only when more backups remain: send it as `after` for the next page"),
 });
 export type ListReply = z.infer<typeof ListReply>;
+
+export const PruneRequest = z.strictObject({
+  stream: streamName.optional().describe("only this stream's backups; default every stream's"),
+  keep_last: RetentionPolicy.shape.keep_last.describe(
+    "with max_age, replaces the streams' own policies for this prune; without either, each stream's policy applies",
+  ),
+  max_age: RetentionPolicy.shape.max_age.describe(
+    "with keep_last, replaces the streams' own policies for this prune; without either, each stream's policy applies",
+  ),
+  dry_run: z.boolean().default(false).describe("remove nothing: reply what would be removed"),
+});
+export type PruneRequest = z.infer<typeof PruneRequest>;
+
+const PruneReason = z.enum(["keep_last", "max_age"]);
+export const PrunedBackup = z.looseObject({
+  id: backupId,
+  reason: PruneReason.describe("keep_last: beyond the N newest; max_age: older than max_age"),
+  created: z.string(),
+});
+export const SkippedBackup = PrunedBackup.extend({
+  code: z.number().describe("why it was not removed, as an error code: 409 while a restore (or a delete) holds it"),
+  description: z.string(),
+});
+export const PruneReply = z.looseObject({
+  dry_run: z.boolean(),
+  streams: z
+    .array(
+      z.looseObject({
+        stream: z.string(),
+        policy: RetentionPolicy.loose().describe("the policy applied to the stream"),
+        removed: z.array(PrunedBackup).describe("removed (dry_run: would be removed), oldest first"),
+        skipped: z.array(SkippedBackup).describe("due for removal but not removed: in use by a restore, or the removal failed"),
+      }),
+    )
+    .describe("the streams that had backups due for removal"),
+  more: z.boolean().describe("more backups are due than one prune removes: send the request again"),
+});
+export type PruneReply = z.infer<typeof PruneReply>;
 export const DeleteReply = z.looseObject({ id: backupId, deleted: z.literal(true), objects: z.number() });
 export type DeleteReply = z.infer<typeof DeleteReply>;
 
@@ -168,5 +238,7 @@ export const ProtocolSchemas = {
   "backup_manifest": BackupManifest,
   "list_reply": ListReply,
   "delete_reply": DeleteReply,
+  "prune_request": PruneRequest,
+  "prune_reply": PruneReply,
   "error_reply": ErrorReply,
 } as const;

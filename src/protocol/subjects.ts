@@ -9,6 +9,7 @@ export const Subjects = {
   list: "$BACKUP.list",
   info: (id: string) => `$BACKUP.info.${id}`,
   delete: (id: string) => `$BACKUP.delete.${id}`,
+  prune: "$BACKUP.prune",
   job: (id: string) => `$BACKUP.job.${id}`,
   status: (id: string) => `$BACKUP.status.${id}`,
   statusAll: "$BACKUP.status.>",
@@ -48,6 +49,12 @@ export const Endpoints = {
     description: "Remove every object of the backup named by the last token",
     request: "empty_request",
     reply: "delete_reply",
+  },
+  prune: {
+    subject: "$BACKUP.prune",
+    description: "Remove old backups by retention policy (keep_last, max_age); dry_run only says which",
+    request: "prune_request",
+    reply: "prune_reply",
   },
   job: {
     subject: "$BACKUP.job.*",

@@ -6,12 +6,14 @@ import type { Catalogue } from "../catalogue/catalogue.ts";
 import type { JobStore } from "../jobs/job-store.ts";
 import type { Job } from "../jobs/job.ts";
 import type { JobRunner } from "../jobs/runner.ts";
+import { definedPolicy, type Retention } from "../jobs/retention.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import {
   BackupStreamRequest,
   EmptyRequest,
   ListRequest,
   MiB,
+  PruneRequest,
   RestoreStreamRequest,
   type DeleteReply,
 } from "../protocol/schemas.ts";
@@ -23,6 +25,7 @@ export interface EndpointDeps {
   runner: JobRunner;
   catalogue: Catalogue;
   jobs: JobStore;
+  retention: Retention;
   log: Logger;
 }
 
@@ -32,6 +35,15 @@ const ReplyHeadroom = 1024;
 /** The most bytes of JSON a reply on `nc` can carry: the server's max_payload, less some headroom. */
 function replyBudget(nc: NatsConnection): number {
   return (nc.info?.max_payload ?? MiB) - ReplyHeadroom;
+}
+
+/** Backups one prune removes at most; fewer on a server with a small max_payload, so that its reply fits. */
+const PruneMax = 256;
+/** A generous size of one backup in a prune reply: a stream entry of its own, skipped with a description. */
+const PruneEntryBytes = 1024;
+
+function pruneBound(nc: NatsConnection): number {
+  return Math.max(1, Math.min(PruneMax, Math.floor(replyBudget(nc) / PruneEntryBytes)));
 }
 
 type Handler = (msg: ServiceMsg, deps: EndpointDeps) => Promise<unknown>;
@@ -72,6 +84,18 @@ export const handlers: Record<EndpointName, Handler> = {
     parseBody(EmptyRequest, msg);
     const objects = await runner.deleteBackup(id);
     return { id, deleted: true, objects } satisfies DeleteReply;
+  },
+  prune: async (msg, { catalogue, retention }) => {
+    const req = parseBody(PruneRequest, msg);
+    const named = req.keep_last !== undefined || req.max_age !== undefined;
+    return retention.apply({
+      ...(req.stream !== undefined ? { stream: req.stream } : {}),
+      // Either field named: the request's policy replaces every stream's own for this prune.
+      ...(named ? { policy: definedPolicy({ keep_last: req.keep_last, max_age: req.max_age }) } : {}),
+      dryRun: req.dry_run,
+      max: pruneBound(catalogue.nc),
+      operation: "prune",
+    });
   },
   job: async (msg, { runner, jobs }) => {
     const id = idFromSubject(msg.subject);

@@ -14,6 +14,8 @@ import { DefaultTuning, type Tuning } from "../jobs/context.ts";
 import { JobStore } from "../jobs/job-store.ts";
 import { Locks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
+import { checkPolicy, Retention } from "../jobs/retention.ts";
+import type { RetentionPolicy } from "../protocol/schemas.ts";
 import { DefaultSweep, Sweeper, type SweepOptions } from "../jobs/sweeper.ts";
 import { Endpoints, QueueGroup, ServiceName, type EndpointName } from "../protocol/subjects.ts";
 import { EndpointStats } from "./endpoint-stats.ts";
@@ -33,8 +35,14 @@ export interface BackupServiceOptions {
   lockTtlMs?: number;
   /** Jobs one instance runs at once; more are refused with 429. */
   maxJobs?: number;
-  /** Cleanup after stopped instances (abandoned jobs, orphan chunks, incomplete backups). */
+  /** Cleanup after stopped instances (abandoned jobs, orphan chunks, incomplete backups), and the retention pass. */
   sweep?: Partial<SweepOptions>;
+  /**
+   * The default retention of every stream: `keep_last` (its N newest completed backups) and
+   * `max_age` (a duration as the nats CLI writes it, e.g. "30d", or seconds). A backup request's
+   * own fields win for its stream. Default: none, every backup is kept.
+   */
+  retention?: RetentionPolicy;
   tuning?: Partial<Tuning>;
   /**
    * The options `nc` was connected with. Each job's data connection takes its credentials and
@@ -69,6 +77,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const bucket = opts.bucket ?? Defaults.bucket;
   const replicas = opts.replicas ?? Defaults.replicas;
   const log = opts.logger ?? pino({ level: "silent" });
+  const retentionDefaults = checkPolicy(opts.retention ?? {}, "the default retention's");
   const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true, log });
   const jobs = await JobStore.open(catalogue.js, {
     bucket: `${bucket}-jobs`,
@@ -103,8 +112,16 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     [`KV_${bucket}-locks`, `lock bucket ${bucket}-locks`],
   ]);
   const runner = new JobRunner({ nc, openBulk, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs, ownStreams);
-  const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, (job) => runner.running(job) !== undefined, jobLog, { ...DefaultSweep, ...opts.sweep });
-  const deps: EndpointDeps = { runner, catalogue, jobs, log };
+  const retention = new Retention({
+    catalogue,
+    locks,
+    remove: (backup, operation) => runner.deleteBackup(backup, operation),
+    defaults: retentionDefaults,
+    log: jobLog,
+  });
+  const sweep = { ...DefaultSweep, ...opts.sweep };
+  const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, (job) => runner.running(job) !== undefined, jobLog, sweep, retention);
+  const deps: EndpointDeps = { runner, catalogue, jobs, retention, log };
   for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {
     service.addEndpoint(name, {
       subject: spec.subject,
