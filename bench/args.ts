@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import type { PayloadKind } from "./fill.ts";
 import type { ServiceKind } from "./service-proc.ts";
 
-export const Ops = ["snapshot", "backup", "restore-raw", "restore-svc", "restore-unchecked"] as const;
+export const Ops = ["snapshot", "backup", "restore-raw", "restore-svc"] as const;
 export type Op = (typeof Ops)[number];
 
 export interface BenchArgs {
@@ -101,7 +101,6 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
   for (const op of ops) if (!(Ops as readonly string[]).includes(op)) throw new Error(`unknown op ${op}; ops are ${Ops.join(",")}`);
   if (ops.includes("restore-raw") && !ops.includes("snapshot")) throw new Error("restore-raw needs snapshot");
   if (ops.includes("restore-svc") && !ops.includes("backup")) throw new Error("restore-svc needs backup");
-  if (ops.includes("restore-unchecked") && !ops.includes("backup")) throw new Error("restore-unchecked needs backup");
   return {
     sizeMB: values.size ? positive("--size", values.size) : 256,
     rounds: values.rounds ? positive("--rounds", values.rounds) : 3,

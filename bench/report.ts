@@ -56,7 +56,6 @@ export const OpLabel: Record<Op, string> = {
   backup: "2 service backup → bucket",
   "restore-raw": "3 raw restore ← file (CLI way)",
   "restore-svc": "4 service restore ← bucket",
-  "restore-unchecked": "5 the same, without its check",
 };
 
 export interface OpSummary {
@@ -87,7 +86,7 @@ export interface Target {
 
 export interface Summary {
   ops: OpSummary[];
-  ratios: { payload: PayloadKind; backupOverSnapshot: number; restoreSpeedup: number; uncheckedSpeedup: number }[];
+  ratios: { payload: PayloadKind; backupOverSnapshot: number; restoreSpeedup: number }[];
   peakRssMB: { backup: number; restore: number };
   latencyDuringBackup: Latencies | null;
   latencyIdle: Latencies;
@@ -169,7 +168,6 @@ export function summarize(
     payload,
     backupOverSnapshot: (find("backup", payload)?.seconds.median ?? NaN) / (find("snapshot", payload)?.seconds.median ?? NaN),
     restoreSpeedup: (find("restore-raw", payload)?.seconds.median ?? NaN) / (find("restore-svc", payload)?.seconds.median ?? NaN),
-    uncheckedSpeedup: (find("restore-raw", payload)?.seconds.median ?? NaN) / (find("restore-unchecked", payload)?.seconds.median ?? NaN),
   }));
   const peak = (op: Op) => {
     const xs = records.filter((r) => r.op === op && r.memory).map((r) => r.memory!.peakMB);
@@ -187,10 +185,6 @@ export function summarize(
     }
     if (Number.isFinite(r.restoreSpeedup)) {
       targets.push({ name: `restore throughput service / CLI-style (${r.payload})`, value: r.restoreSpeedup, limit: "≥ 1.5", pass: r.restoreSpeedup >= 1.5 });
-    }
-    if (Number.isFinite(r.uncheckedSpeedup)) {
-      // Not a target: the same restore without the digest check the contract requires, so the ceiling of t3/t4 here.
-      ratioLines.push(`restore throughput without the digest check / CLI-style (${r.payload}): ${fmt(r.uncheckedSpeedup)}x, the ceiling of the one above`);
     }
   }
   const rssMax = Math.max(...[peakRssMB.backup, peakRssMB.restore].filter(Number.isFinite));

@@ -16,7 +16,6 @@ import { serviceRequest } from "./jsapi.ts";
 import { summarizeProfile } from "./cpuprofile.ts";
 import { cpuSeconds, cpuTimes, HeapWatch, machineCpu, memory, MemoryWatch, waitForQuiet, type MemoryWindow } from "./proc.ts";
 import { rawRestore, rawSnapshot } from "./raw.ts";
-import { uncheckedRestore } from "./unchecked-restore.ts";
 import { latencies, printReport, summarize, type OpRecord, type StreamInfoRecord } from "./report.ts";
 import { idleLatency, LatencySampler } from "./sampler.ts";
 import { ServiceProcess } from "./service-proc.ts";
@@ -320,20 +319,8 @@ async function main(): Promise<number> {
             `${tag} ${kind} service restore: ${record.seconds.toFixed(2)} s, peak RSS ${record.memory?.peakMB.toFixed(0)} MiB, check ${record.verify?.ok ? "ok" : "FAILED"}`,
           );
         };
-        const restoreUncheckedOp = async () => {
-          if (!has("restore-unchecked") || !backupId) return;
-          await deleteStream(nc, name);
-          await settle();
-          const id = backupId;
-          const { value, record } = await measure({ round, payload: kind, op: "restore-unchecked" }, stored, () =>
-            uncheckedRestore(nc, Defaults.bucket, name, id),
-          );
-          record.verify = await verify(kind, "restore-unchecked", round);
-          log(`${tag} ${kind} unchecked restore: ${record.seconds.toFixed(2)} s (delivery ${value.deliverySeconds.toFixed(2)} s), check ${record.verify?.ok ? "ok" : "FAILED"}`);
-        };
-
         for (const op of flip ? [backupOp, snapshotOp] : [snapshotOp, backupOp]) await op();
-        const restores = [restoreRawOp, restoreUncheckedOp, restoreSvcOp];
+        const restores = [restoreRawOp, restoreSvcOp];
         for (const op of flip ? restores.reverse() : restores) await op();
 
         // Keep the disk and the bucket bounded: drop this round's backup and raw archive.

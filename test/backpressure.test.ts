@@ -8,27 +8,40 @@ import { jsApi, waitUntil } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { ServiceProcess, stopAllServices } from "./harness/proc-service.ts";
 import { request } from "./harness/service.ts";
+import { Capabilities, parseServerVersion } from "../src/jetstream/server-version.ts";
 
 const MiB = 1024 * 1024;
 const SlowConsumer = /Slow Consumer Detected/g;
+/** How long a stalled service is frozen: under the 5 s a server waits for a snapshot's ack or a restore's next chunk. */
+const StallMs = 2_000;
 
 /**
- * The server sends a snapshot as fast as the bucket stores it; a service that falls behind
- * watching it is dropped by the server as a slow consumer (here after 2 MiB instead of 64). The
- * service runs in a process of its own, which the test freezes (SIGSTOP) the moment it asks for
- * the data and thaws (SIGCONT) once the server has said it dropped a slow consumer: it falls
- * behind whatever the machine's speed.
+ * Where the server writes a snapshot into the bucket itself, it sends as fast as the bucket
+ * stores, and a service that falls behind watching it is dropped as a slow consumer (here after
+ * 2 MiB instead of 64): it must take the snapshot again the careful way. Where the service relays
+ * the data (every restore; backups on servers that need it), the server waits for it. The service
+ * runs in a process of its own, which the test freezes (SIGSTOP) the moment it asks for the data
+ * and thaws (SIGCONT) once the server dropped it, or after a stall the server must sit out.
  */
 describe("a snapshot that outruns the service", () => {
   let server: NatsServer;
   let nc: NatsConnection;
   let svc: ServiceProcess;
+  /** Whether the server writes the snapshot into the bucket itself (the service watches), or the service relays it. */
+  let watched: boolean;
 
   before(async () => {
     server = await NatsServer.start({ config: "max_pending: 2MB" });
     nc = await server.connect();
     // Read-back windows that fit under the small max_pending; its warnings on stderr, to check what it did.
-    svc = await ServiceProcess.start(server.url, { tuning: { readBudgetBytes: 512 * 1024 } }, { env: { TEST_LOG_LEVEL: "warn" } });
+    // Windows that fit under the small max_pending: read-backs, the snapshot (relayed, 2.12.5+) and the restore's relay.
+    svc = await ServiceProcess.start(
+      server.url,
+      { tuning: { readBudgetBytes: 512 * 1024, snapshotWindowBytes: MiB, restoreWindow: 4 } },
+      { env: { TEST_LOG_LEVEL: "warn" } },
+    );
+    const version = parseServerVersion(server.version.text)!;
+    watched = Capabilities.answersJetStreamReplies(version);
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: "FAST", subjects: ["fast.>"], storage: "file" as never });
     const js = jetstream(nc);
@@ -92,47 +105,79 @@ describe("a snapshot that outruns the service", () => {
     };
   }
 
-  test("loses its watch, takes the snapshot again read back from the bucket, and the backup is whole", async (t) => {
+  test("a snapshot the service cannot keep up with ends in a whole backup", async (t) => {
     const stored = await fingerprint(nc, "FAST");
     const logFrom = svc.log.length;
-    const freeze = await freezeUntilSlowConsumer("$JS.API.STREAM.SNAPSHOT.FAST");
-    const done = request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
-    t.diagnostic(`frozen for ${await freeze.thawed()} ms`);
-
-    const reply = await done;
-    assert.equal(reply.errorCode, null, reply.raw);
-    assert.equal(reply.body.state, "completed");
-    const warnings = svc.log.slice(logFrom);
-    assert.match(warnings, /snapshot watch lost; taking the snapshot again, read back from the bucket/, warnings.slice(0, 2000));
-    const manifest = reply.body.result as BackupManifest;
-    assert.ok(manifest.size > 20 * MiB, `archive of ${manifest.size} bytes`);
-
-    await (await jetstreamManager(nc)).streams.delete("FAST");
-    const restored = await request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);
-    assert.equal(restored.errorCode, null, restored.raw);
-    assert.deepEqual(await fingerprint(nc, "FAST"), stored);
+    const slowBefore = slowConsumers();
+    if (watched) {
+      // The server writes into the bucket and the service watches: frozen, it is dropped, and takes the snapshot again.
+      const freeze = await freezeUntilSlowConsumer("$JS.API.STREAM.SNAPSHOT.FAST");
+      const done = request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
+      t.diagnostic(`frozen for ${await freeze.thawed()} ms`);
+      const reply = await done;
+      assert.equal(reply.errorCode, null, reply.raw);
+      const warnings = svc.log.slice(logFrom);
+      assert.match(warnings, /snapshot watch lost; taking the snapshot again/, warnings.slice(0, 2000));
+      await restoreAndCompare(reply, stored);
+    } else {
+      // The service relays: the server waits for its acks, so a frozen service is not dropped.
+      const freeze = await freezeFor("$JS.API.STREAM.SNAPSHOT.FAST", StallMs);
+      const reply = await request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
+      t.diagnostic(`frozen for ${await freeze.thawed} ms`);
+      assert.equal(reply.errorCode, null, reply.raw);
+      assert.equal(slowConsumers(), slowBefore, "the server dropped no slow consumer");
+      await restoreAndCompare(reply, stored);
+    }
   });
 
-  test("a restore whose watch on the delivery falls behind checks the archive read back, and restores exactly", async (t) => {
+  test("a restore whose service stalls holds the bucket back, and restores exactly", async (t) => {
     const stored = await fingerprint(nc, "FAST");
     const backup = await request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
     assert.equal(backup.errorCode, null, backup.raw);
     const manifest = backup.body.result as BackupManifest;
     await (await jetstreamManager(nc)).streams.delete("FAST");
-    const logFrom = svc.log.length;
-
-    // The bucket's delivery consumer, which pushes the archive to the restore's subject, starts as it is created.
-    const freeze = await freezeUntilSlowConsumer("$JS.API.CONSUMER.CREATE.OBJ_backups", (body) => body.includes('"deliver_subject":"$JS.SNAPSHOT.RESTORE.'));
-    const done = request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);
-    t.diagnostic(`frozen for ${await freeze.thawed()} ms`);
-
-    const restored = await done;
+    const slowBefore = slowConsumers();
+    // The bucket's consumer that feeds the relay starts delivering as it is created.
+    const freeze = await freezeFor("$JS.API.CONSUMER.CREATE.OBJ_backups", StallMs, (body) => body.includes('"description":"nats-backup: restore of'));
+    const restored = await request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);
+    t.diagnostic(`frozen for ${await freeze.thawed} ms`);
     assert.equal(restored.errorCode, null, restored.raw);
     assert.equal(restored.body.state, "completed");
-    const warnings = svc.log.slice(logFrom);
-    assert.match(warnings, /reading the archive back to check it/, `the service checked the archive read back: ${warnings.slice(0, 2000)}`);
+    assert.equal(slowConsumers(), slowBefore, "the server dropped no slow consumer");
     assert.deepEqual(await fingerprint(nc, "FAST"), stored);
   });
+
+  const slowConsumers = () => (server.log.match(SlowConsumer) ?? []).length;
+
+  /**
+   * Freezes the service for `ms` as its request on `apiSubject` goes by: long enough for the
+   * server to send all it may before it waits, shorter than what it waits (5 s) before giving up.
+   * Resolves once listening; `thawed`, to the time it was frozen.
+   */
+  async function freezeFor(apiSubject: string, ms: number, isTheRequest: (body: string) => boolean = () => true): Promise<{ thawed: Promise<number> }> {
+    let frozen!: (at: number) => void;
+    const frozenAt = new Promise<number>((resolve) => (frozen = resolve));
+    const sub = nc.subscribe(apiSubject, {
+      callback: (err, msg) => {
+        if (err || !isTheRequest(msg.string())) return;
+        sub.unsubscribe();
+        svc.pause();
+        frozen(Date.now());
+        setTimeout(() => svc.resume(), ms);
+      },
+    });
+    await nc.flush();
+    return { thawed: frozenAt.then((at) => new Promise((resolve) => setTimeout(() => resolve(Date.now() - at), ms))) };
+  }
+
+  async function restoreAndCompare(reply: { body: JobRecord }, stored: string[]): Promise<void> {
+    const manifest = reply.body.result as BackupManifest;
+    assert.ok(manifest.size > 20 * MiB, `archive of ${manifest.size} bytes`);
+    await (await jetstreamManager(nc)).streams.delete("FAST");
+    const restored = await request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);
+    assert.equal(restored.errorCode, null, restored.raw);
+    assert.deepEqual(await fingerprint(nc, "FAST"), stored);
+  }
 });
 
 /** Each message's sequence, subject and SHA-256, read one at a time (replies stay under max_pending). */

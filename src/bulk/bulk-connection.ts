@@ -102,7 +102,7 @@ export class BulkConnection {
   #current: BulkHandler | undefined;
   #currentSid = 0;
   #pongs: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  #out: string[] = [];
+  #out: (string | Uint8Array)[] = [];
   #failure: Error | null = null;
   #closed: Promise<Error | null>;
   #onClosed!: (err: Error | null) => void;
@@ -240,6 +240,19 @@ export class BulkConnection {
     this.#write(`PUB ${subject} 0\r\n\r\n`);
   }
 
+  /**
+   * Publishes a message whose payload is `pieces`, in order, with a reply subject: for relaying a
+   * chunk as it was read. The pieces must be the caller's own (a part handed to a handler is a
+   * view of a reused buffer: copy it).
+   */
+  publishPieces(subject: string, reply: string, pieces: readonly Uint8Array[]): void {
+    if (this.#failure) throw this.#failure;
+    const size = pieces.reduce((n, p) => n + p.length, 0);
+    this.#write(`PUB ${subject} ${reply} ${size}\r\n`);
+    for (const piece of pieces) this.#write(piece);
+    this.#write("\r\n");
+  }
+
   /** Resolves once the server has processed everything sent so far. */
   flush(): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
@@ -361,13 +374,16 @@ export class BulkConnection {
     }
   }
 
-  /** Writes are gathered and sent once per turn of the event loop. */
-  #write(text: string): void {
-    if (this.#out.push(text) === 1) {
+  /** Writes are gathered and sent once per turn of the event loop, as one write of the socket. */
+  #write(data: string | Uint8Array): void {
+    if (this.#out.push(data) === 1) {
       queueMicrotask(() => {
-        const out = this.#out.join("");
+        const out = this.#out;
         this.#out = [];
-        if (!this.#socket.destroyed) this.#socket.write(out);
+        if (this.#socket.destroyed) return;
+        this.#socket.cork();
+        for (const item of out) this.#socket.write(item);
+        this.#socket.uncork();
       });
     }
   }

@@ -1,100 +1,119 @@
 /**
- * Sends a backup's archive from the bucket to a server restore without passing through this
- * process: a push consumer on the bucket's stream delivers the chunks to the restore's subject,
- * and the restore's answer to each chunk is that chunk's ack. `max_ack_pending` bounds the chunks
- * in flight; no chunk is ever delivered twice (max_deliver 1), since a repeated chunk would
- * corrupt the archive.
+ * Sends a backup's archive from the bucket to a server's restore, through this process: the
+ * bucket delivers the chunks to a bulk connection (a flow-controlled feed, see subject-feed.ts),
+ * each is forwarded to the restore's subject as a request and checked as it passes (count, size,
+ * digest: ObjectCheck verifies the whole object at its last chunk). A chunk is acked to the bucket
+ * only once the restore answered it, so at most `window` chunks are in flight, and what was
+ * checked is exactly what the restore was given.
+ *
+ * Why through this process, and not a consumer delivering straight to the restore: 2.14.10 and
+ * 2.15.3 refuse a consumer that delivers to a JetStream subject, and the restore's answers, with
+ * its errors (`-ERR` text before 2.12.6, JSON from 2.12.6), come back to whoever sent the chunk.
  */
-import type { NatsConnection } from "@nats-io/nats-core";
-import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { jsApiRequest } from "../jetstream/jsapi.ts";
+import { createInbox, type NatsConnection } from "@nats-io/nats-core";
+import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import { BackupError } from "../protocol/errors.ts";
 import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { ObjectCheck } from "./object-check.ts";
+import { SubjectFeed, type StoredMessage } from "./subject-feed.ts";
 
 export interface DeliveryOptions {
-  /** Chunks delivered and not yet answered by the restore. */
+  /** Chunks sent to the restore and not yet answered, at most. */
   window: number;
-  /** Fail when the restore answers no chunk for this long. */
-  stallMs: number;
-  /** How often the consumer's state is read (default 25 ms: the server builds the stream only after the last answer is seen). */
-  pollMs?: number;
+  /** Fail when the bucket delivers nothing (the restore answers nothing) for this long. */
+  idleMs: number;
+  signal: AbortSignal;
+  /** The error a restore's answer to a chunk carries (null: the chunk was taken). */
+  answerError(text: string): Error | null;
+  /** Chunks answered so far. */
+  onProgress?(chunks: number): void;
 }
 
-interface ConsumerInfo {
-  name: string;
-  ack_floor: { consumer_seq: number };
-  num_ack_pending: number;
-  num_pending: number;
-}
+type Archive = Pick<ObjectMetaRecord, "bucket" | "name" | "nuid" | "size" | "chunks" | "digest">;
 
-export class ArchiveDelivery {
-  private constructor(
-    private readonly nc: NatsConnection,
-    private readonly info: Pick<ObjectMetaRecord, "bucket" | "name" | "chunks">,
-    private readonly consumer: string,
-    private readonly opts: DeliveryOptions,
-  ) {}
+/** Resolves once the restore took every chunk and the archive was found to be the recorded one. */
+export async function deliverArchive(
+  nc: NatsConnection,
+  bulk: BulkConnection,
+  archive: Archive,
+  restoreSubject: string,
+  opts: DeliveryOptions,
+): Promise<void> {
+  if (opts.signal.aborted) throw BackupError.from(opts.signal.reason);
+  const check = new ObjectCheck(archive);
+  if (archive.chunks === 0) return check.verify();
 
-  static async start(
-    nc: NatsConnection,
-    info: Pick<ObjectMetaRecord, "bucket" | "name" | "nuid" | "chunks">,
-    deliverSubject: string,
-    opts: DeliveryOptions,
-  ): Promise<ArchiveDelivery> {
-    const config = {
-      deliver_subject: deliverSubject,
-      filter_subject: chunkSubject(info.bucket, info.nuid),
-      deliver_policy: "all",
-      ack_policy: "explicit",
-      ack_wait: 3600 * 1e9,
-      max_deliver: 1,
-      max_ack_pending: opts.window,
-      description: `nats-backup: restore of ${info.name}`,
-    };
-    const text = await jsApiRequest(
-      nc,
-      `CONSUMER.CREATE.${streamOf(info.bucket)}`,
-      JSON.stringify({ stream_name: streamOf(info.bucket), config }),
-    ).catch((err: unknown) => {
-      const { code, description } = BackupError.from(err);
-      throw new BackupError(code, `could not start delivering ${info.name} from bucket ${info.bucket}: ${description}`, { cause: err });
-    });
-    const { name } = JSON.parse(text) as ConsumerInfo;
-    return new ArchiveDelivery(nc, info, name, opts);
-  }
+  const answers = createInbox();
+  /** The bucket's ack of each chunk sent and not yet answered. */
+  const unanswered = new Map<number, () => void>();
+  let sent = 0;
+  let answered = 0;
+  let settle!: (err?: Error) => void;
+  const delivered = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err ? reject(err) : resolve());
+  });
 
-  /**
-   * Resolves when the restore has answered every chunk. `onProgress` gets the chunks answered so
-   * far; `signal` stops waiting.
-   */
-  async done(onProgress: (chunks: number) => void, signal: AbortSignal): Promise<void> {
-    let answered = -1;
-    let lastMove = Date.now();
-    while (true) {
-      if (signal.aborted) throw BackupError.from(signal.reason);
-      const state = await this.#state();
-      const acked = state.ack_floor.consumer_seq;
-      if (acked !== answered) {
-        answered = acked;
-        lastMove = Date.now();
-        onProgress(acked);
-      }
-      if (acked >= this.info.chunks && state.num_ack_pending === 0 && state.num_pending === 0) return;
-      if (Date.now() - lastMove > this.opts.stallMs) {
-        throw new BackupError(
-          ErrorCode.Unavailable,
-          `the restore answered no chunk of ${this.info.name} for ${this.opts.stallMs / 1000}s (${acked} of ${this.info.chunks} answered): server restarted or connection lost?`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, this.opts.pollMs ?? 25));
-    }
-  }
+  const answerBody: Buffer[] = [];
+  let answerToken = "";
+  const answerSub = bulk.subscribe(`${answers}.*`, {
+    begin: (msg) => {
+      answerToken = msg.subject.slice(answers.length + 1);
+    },
+    part: (bytes) => void answerBody.push(Buffer.from(bytes)),
+    end: () => {
+      const failure = opts.answerError(Buffer.concat(answerBody.splice(0)).toString());
+      if (failure) return settle(failure);
+      const ack = unanswered.get(Number(answerToken));
+      if (!ack) return;
+      unanswered.delete(Number(answerToken));
+      ack();
+      opts.onProgress?.(++answered);
+      if (answered === archive.chunks) settle();
+    },
+    lost: (err) => settle(err),
+  });
 
-  /** Removes the consumer; best effort (an ephemeral push consumer also goes with its interest). */
-  async stop(): Promise<void> {
-    await jsApiRequest(this.nc, `CONSUMER.DELETE.${streamOf(this.info.bucket)}.${this.consumer}`).catch(() => {});
-  }
+  let current: StoredMessage | null = null;
+  let pieces: Uint8Array[] = [];
+  const feed = await SubjectFeed.open(
+    nc,
+    bulk,
+    streamOf(archive.bucket),
+    chunkSubject(archive.bucket, archive.nuid),
+    {
+      begin: (msg) => {
+        current = msg;
+        pieces = [];
+      },
+      part: (bytes) => {
+        check.part(bytes);
+        pieces.push(Buffer.from(bytes)); // a view of the reused read buffer: copied
+      },
+      end: () => {
+        const msg = current!;
+        // Counted and, at the last chunk, verified whole before the restore is given it.
+        check.endChunk(msg.pending);
+        const k = ++sent;
+        unanswered.set(k, msg.ack);
+        bulk.publishPieces(restoreSubject, `${answers}.${k}`, pieces);
+        return "held";
+      },
+    },
+    { window: opts.window, idleMs: opts.idleMs, description: `nats-backup: restore of ${archive.name}` },
+  ).catch((err: unknown) => {
+    answerSub.unsubscribe();
+    const { code, description } = BackupError.from(err);
+    throw new BackupError(code, `could not start delivering ${archive.name} from bucket ${archive.bucket}: ${description}`, { cause: err });
+  });
 
-  async #state(): Promise<ConsumerInfo> {
-    return JSON.parse(await jsApiRequest(this.nc, `CONSUMER.INFO.${streamOf(this.info.bucket)}.${this.consumer}`)) as ConsumerInfo;
+  const onAbort = () => settle(BackupError.from(opts.signal.reason));
+  opts.signal.addEventListener("abort", onAbort, { once: true });
+  feed.done.catch((err: Error) => settle(err));
+  try {
+    await delivered;
+  } finally {
+    opts.signal.removeEventListener("abort", onAbort);
+    answerSub.unsubscribe();
+    await feed.close();
   }
 }

@@ -1,14 +1,19 @@
 /**
- * The archive of a backup, written into the bucket by the server itself: the snapshot's deliver
- * subject is the object's chunk subject, so the bucket's stream stores every chunk as the server
- * sends it, and its publish acks are the acks the snapshot's flow control waits for. The service
- * hashes and counts the chunks (`tally`), either as they go by (from a watch, then `finishWatched`
- * checks that the bucket stored as many) or read back as stored (`stored`, then `finish`); see
- * backup-job.ts. Then it deletes the snapshot's end message and writes the metadata that makes
- * the object visible (without a rollup: see object-writes.ts).
+ * The archive of a backup, in the bucket. Two ways in (backup-job.ts picks one by server):
+ * - the server writes it itself: the snapshot's deliver subject is the object's chunk subject, so
+ *   the bucket's stream stores every chunk as the server sends it, and its publish acks are the
+ *   acks the snapshot's flow control waits for. The service hashes and counts the chunks (`tally`)
+ *   as they go by (a watch, then `finishWatched` checks that the bucket stored as many) or read
+ *   back as stored (`stored`, then `finish`), then deletes the snapshot's end message;
+ * - relayed (`relay`, then `finishRelayed`): the server sends its chunks to this process, which
+ *   publishes each into the bucket and acks it to the server once stored. For servers whose
+ *   streams do not ack a JetStream reply subject (2.14.10+, 2.15.3+), and as the careful way.
+ * Then it writes the metadata that makes the object visible (without a rollup: see object-writes.ts).
  */
-import { nuid, type NatsConnection } from "@nats-io/nats-core";
+import { createInbox, nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import { watchSubject, type Watch } from "../bulk/watch.ts";
+import { snapshotMessage } from "../snapshot/snapshot.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { deleteMessage, purgeChunks, storedMessage, subjectCounts, type StoredMessageSummary } from "./bucket-stream.ts";
@@ -22,6 +27,8 @@ export class ArchiveUpload {
   /** What was hashed: the caller hands it the chunks (seen going by, or read back). */
   readonly tally = new ChunkTally();
   #feed: SubjectFeed | null = null;
+  /** Chunks published by a relay. */
+  #relayed: (() => number) | null = null;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -43,6 +50,114 @@ export class ArchiveUpload {
       ...opts,
     });
     return this.#feed;
+  }
+
+  /**
+   * Relays a snapshot into the bucket: returns the subject to have the server send it to (an
+   * inbox of `bulk`, subscribed), and `ended`, which resolves once the server's end message came
+   * and the bucket stored every chunk. Each chunk is acked to the server only once stored, so a
+   * server that waits for acks (2.10.12+) never runs ahead of the bucket.
+   */
+  async relay(bulk: BulkConnection, opts: { stream: string; idleMs: number; onChunk?: () => void }): Promise<RelayedSnapshot> {
+    const deliver = createInbox();
+    const acks = createInbox();
+    /** The server's ack subject of each chunk published and not yet stored (none for a last short chunk). */
+    const unstored = new Map<number, string | undefined>();
+    let published = 0;
+    let endSeen = false;
+    let failed: ((err: Error) => void) | null = null;
+    let allStored: () => void = () => {};
+    const stored = new Promise<void>((resolve, reject) => {
+      allStored = resolve;
+      failed = reject;
+    });
+    stored.catch(() => {});
+    // The bucket's publish acks: each names its chunk by the last token of its subject.
+    const body: Buffer[] = [];
+    let lastAckToken = "";
+    const acksSub = bulk.subscribe(`${acks}.*`, {
+      begin: (msg) => {
+        lastAckToken = msg.subject.slice(acks.length + 1);
+      },
+      part: (bytes) => void body.push(Buffer.from(bytes)),
+      end: () => {
+        const answer = Buffer.concat(body.splice(0)).toString();
+        const k = Number(lastAckToken);
+        const error = storeError(answer);
+        if (error) return failed?.(new BackupError(ErrorCode.Internal, `bucket ${this.bucket} did not store chunk ${k} of ${this.name}: ${error}`));
+        if (!unstored.has(k)) return;
+        const serverAck = unstored.get(k);
+        unstored.delete(k);
+        if (serverAck) bulk.publish(serverAck);
+        if (endSeen && unstored.size === 0) allStored();
+      },
+      lost: (err) => failed?.(err),
+    });
+    let pieces: Uint8Array[] = [];
+    let serverAck: string | undefined;
+    let isEnd = false;
+    const watch: Watch = await watchSubject(
+      bulk,
+      deliver,
+      {
+        begin: (msg) => {
+          isEnd = snapshotMessage(opts.stream, msg) === "end";
+          serverAck = msg.reply;
+          pieces = [];
+        },
+        part: (bytes) => {
+          this.tally.part(bytes);
+          pieces.push(Buffer.from(bytes)); // a view of the reused read buffer: copied
+        },
+        end: () => {
+          if (isEnd) {
+            endSeen = true;
+            if (unstored.size === 0) allStored();
+            return "done";
+          }
+          const k = ++published;
+          unstored.set(k, serverAck);
+          bulk.publishPieces(this.subject, `${acks}.${k}`, pieces);
+          this.tally.endChunk();
+          opts.onChunk?.();
+          return "more";
+        },
+      },
+      { what: `the snapshot of ${opts.stream}`, idleMs: opts.idleMs },
+    ).catch((err: unknown) => {
+      acksSub.unsubscribe();
+      throw err;
+    });
+    this.#relayed = () => published;
+    const ended = (async () => {
+      try {
+        // A chunk the bucket refused ends the relay at once, in the bucket's words.
+        await Promise.race([watch.ended, stored]);
+        await withTimeout(stored, opts.idleMs, () => new BackupError(ErrorCode.Unavailable, `bucket ${this.bucket} did not store the last chunks of ${this.name} within ${opts.idleMs / 1000}s`));
+      } finally {
+        watch.stop();
+        acksSub.unsubscribe();
+      }
+    })();
+    ended.catch(() => {});
+    return {
+      subject: deliver,
+      ended,
+      stop: () => {
+        watch.stop();
+        acksSub.unsubscribe();
+      },
+    };
+  }
+
+  /** After a relay ended: checks that the bucket holds every chunk relayed, then makes the object visible. */
+  async finishRelayed(): Promise<ObjectMetaRecord> {
+    const relayed = this.#relayed?.() ?? 0;
+    const stored = (await subjectCounts(this.nc, this.bucket, this.subject))[this.subject] ?? 0;
+    if (stored !== relayed) {
+      throw new BackupError(ErrorCode.Internal, `bucket ${this.bucket} holds ${stored} of the ${relayed} chunks relayed for ${this.name}`);
+    }
+    return this.#commit();
   }
 
   /** After the last chunk was read back, given the end message the sender stored. */
@@ -71,9 +186,9 @@ export class ArchiveUpload {
     return this.#commit(last.seq);
   }
 
-  /** Removes the sender's empty end message (a restore would take it for its own end), then publishes the metadata. */
-  async #commit(endSeq: number): Promise<ObjectMetaRecord> {
-    await deleteMessage(this.nc, this.bucket, endSeq);
+  /** Removes the sender's empty end message, if it stored one (a restore would take it for its own end), then publishes the metadata. */
+  async #commit(endSeq?: number): Promise<ObjectMetaRecord> {
+    if (endSeq !== undefined) await deleteMessage(this.nc, this.bucket, endSeq);
     const meta: ObjectMetaRecord = {
       name: this.name,
       description: "",
@@ -145,4 +260,33 @@ export async function dropRevivedEnd(nc: NatsConnection, bucket: string, nuid: s
   if (!last?.empty) return false;
   await deleteMessage(nc, bucket, last.seq);
   return true;
+}
+
+/** A snapshot relayed into the bucket (see `ArchiveUpload.relay`). */
+export interface RelayedSnapshot {
+  /** Where the server must send the snapshot. */
+  subject: string;
+  /** Resolves once the end came and every chunk is stored; rejects with the server's or the bucket's words. */
+  ended: Promise<void>;
+  stop(): void;
+}
+
+/** The error a JetStream publish ack carries, if any. */
+function storeError(answer: string): string | null {
+  try {
+    const ack = JSON.parse(answer) as { error?: { description?: string; code?: number } };
+    return ack.error ? `${ack.error.code ?? ""} ${ack.error.description ?? "error"}`.trim() : null;
+  } catch {
+    return `unexpected answer ${JSON.stringify(answer.slice(0, 200))}`;
+  }
+}
+
+/** `promise`, or a rejection with `error()` once it has not settled within `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }

@@ -1,9 +1,10 @@
 /**
  * Reads, in order, what the bucket's stream stores on one subject, through an ephemeral push
  * consumer that delivers to a bulk connection. Each message is handed over in pieces as it
- * arrives and acked when its last piece was handled; the server keeps at most `window`
- * messages unacked, so a slow reader slows the server's delivery instead of piling bytes on the
- * connection (where the server would cut it off as a slow consumer once 64 MiB are pending).
+ * arrives and acked when its last piece was handled (or later, when the handler holds it); the
+ * server keeps at most `window` messages unacked, so a slow reader slows the server's delivery
+ * instead of piling bytes on the connection (where the server would cut it off as a slow consumer
+ * once 64 MiB are pending).
  */
 import { createInbox, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 import type { BulkConnection, BulkSubscription } from "../bulk/bulk-connection.ts";
@@ -29,14 +30,16 @@ export interface StoredMessage {
   seq: number;
   /** Messages on the subject stored after this one and not delivered yet. */
   pending: number;
+  /** Acks the message: for a handler that held it (`end` said "held"). */
+  ack(): void;
 }
 
 /** Called synchronously, in order, as the messages arrive. */
 export interface StoredMessageHandler {
   begin(msg: StoredMessage): void;
   part(bytes: Uint8Array): void;
-  /** The message was read: `done` stops the feed (and it resolves). */
-  end(): "more" | "done";
+  /** The message was read: `done` stops the feed (and it resolves); `held`: the handler acks it later. */
+  end(): "more" | "done" | "held";
 }
 
 const AckWaitNanos = 600 * 1e9;
@@ -88,7 +91,11 @@ export class SubjectFeed {
         feed.#reply = isAckSubject(msg.reply) ? msg.reply : null;
         if (!feed.#reply || feed.#settled) return;
         feed.#armIdleTimer();
-        handler.begin({ ...feed.#order.next(feed.#reply), size: msg.size, ...(msg.headers ? { headers: msg.headers } : {}) });
+        const reply = feed.#reply;
+        const ack = () => {
+          if (!feed.#settled && !bulk.isClosed) bulk.publish(reply);
+        };
+        handler.begin({ ...feed.#order.next(reply), size: msg.size, ack, ...(msg.headers ? { headers: msg.headers } : {}) });
       },
       part: (bytes) => {
         if (feed.#reply && !feed.#settled) handler.part(bytes);
@@ -98,7 +105,7 @@ export class SubjectFeed {
         if (!reply || feed.#settled) return;
         // Handled: only now may the server send one more.
         const next = handler.end();
-        bulk.publish(reply);
+        if (next !== "held") bulk.publish(reply);
         if (next === "done") feed.#settle();
       },
       lost: (err) => feed.fail(err),

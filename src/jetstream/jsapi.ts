@@ -24,6 +24,7 @@ export const JsErrCode = {
   StreamNameInUse: 10130,
   ConsumerNotFound: 10014,
   NoMessageFound: 10037,
+  InvalidJson: 10025,
 } as const;
 
 interface ApiReply {
@@ -66,10 +67,14 @@ export async function streamExists(nc: NatsConnection, stream: string): Promise<
   }
 }
 
-/** When the stream was created, as STREAM.INFO says (a restored stream keeps its original's); null when there is no such stream. */
-export async function streamCreated(nc: NatsConnection, stream: string): Promise<string | null> {
+/**
+ * What STREAM.INFO says of a stream: when it was created (a restored stream keeps its
+ * original's) and its storage; null when there is no such stream.
+ */
+export async function streamSummary(nc: NatsConnection, stream: string): Promise<{ created: string; storage: string } | null> {
   try {
-    return (JSON.parse(await jsApiRequest(nc, `STREAM.INFO.${stream}`)) as { created: string }).created;
+    const info = JSON.parse(await jsApiRequest(nc, `STREAM.INFO.${stream}`)) as { created: string; config: { storage?: string } };
+    return { created: info.created, storage: info.config.storage ?? "file" };
   } catch (err) {
     if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) return null;
     throw err;

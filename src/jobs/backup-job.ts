@@ -3,7 +3,8 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { ManifestUnsettled, objectNames } from "../catalogue/catalogue.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest, streamCreated } from "../jetstream/jsapi.ts";
+import { JetStreamApiError, JsErrCode, jsApiRequest, streamSummary } from "../jetstream/jsapi.ts";
+import { Capabilities, parseServerVersion } from "../jetstream/server-version.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
 import { WatchLost } from "../bulk/watch.ts";
 import { BulkConnectionError } from "../bulk/bulk-connection.ts";
@@ -22,8 +23,14 @@ export async function backupStream(
 ): Promise<BackupManifest> {
   const { nc, catalogue } = ctx;
   const stream = job.record.stream;
-  const streamCreatedAt = await streamCreated(nc, stream);
-  if (streamCreatedAt === null) throw BackupError.notFound(`stream ${stream} not found`);
+  const described = await streamSummary(nc, stream);
+  if (described === null) throw BackupError.notFound(`stream ${stream} not found`);
+  const version = parseServerVersion(nc.info?.version);
+  if (described.storage === "memory" && version && !Capabilities.snapshotsMemoryStreams(version)) {
+    throw BackupError.badRequest(
+      `stream ${stream} uses memory storage, which nats-server ${version.text} cannot snapshot (nats-server 2.15 and later can)`,
+    );
+  }
   const consumers = req.consumers ? await consumerNames(nc, stream) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
   const created = new Date().toISOString();
@@ -33,13 +40,16 @@ export async function backupStream(
     acceptedOnce = true;
   };
 
+  // The server writes into the bucket itself where it can; after a lost watch, the careful way it allows.
+  const first: CaptureMode = version && !Capabilities.answersJetStreamReplies(version) ? "relay" : "watch";
+  const fallback: CaptureMode = version && Capabilities.snapshotFlowControl(version) ? "relay" : "read-back";
   let captured: Captured;
   try {
-    captured = await capture(ctx, job, req, chunkSize, "watch", acceptOnce);
+    captured = await capture(ctx, job, req, chunkSize, first, acceptOnce);
   } catch (err) {
-    if (!(err instanceof WatchLost) || job.signal.aborted) throw BulkConnectionError.during(`backup of stream ${stream}`, err);
-    ctx.log.warn({ job: job.id, stream, reason: err.description }, "snapshot watch lost; taking the snapshot again, read back from the bucket");
-    captured = await capture(ctx, job, req, chunkSize, "read-back", acceptOnce).catch((e: unknown) => {
+    if (first !== "watch" || !(err instanceof WatchLost) || job.signal.aborted) throw BulkConnectionError.during(`backup of stream ${stream}`, err);
+    ctx.log.warn({ job: job.id, stream, reason: err.description, mode: fallback }, "snapshot watch lost; taking the snapshot again");
+    captured = await capture(ctx, job, req, chunkSize, fallback, acceptOnce).catch((e: unknown) => {
       throw BulkConnectionError.during(`backup of stream ${stream}`, e);
     });
   }
@@ -50,7 +60,7 @@ export async function backupStream(
     id: job.id,
     scope: "stream",
     stream,
-    stream_created: streamCreatedAt,
+    stream_created: described.created,
     created,
     completed: new Date().toISOString(),
     size: archive.size,
@@ -66,6 +76,7 @@ export async function backupStream(
     ...requestedRetention(req),
     objects: objectNames(job.id),
     server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
+    archive_format: version ? Capabilities.archiveFormat(version) : "v1",
   };
   try {
     await job.confirmOwnership();
@@ -87,32 +98,42 @@ interface Captured {
 }
 
 /**
- * One snapshot into the bucket: the server delivers its chunks to the archive's chunk subject,
- * where the bucket's stream stores them. How this process hashes them, on a bulk connection of
- * its own:
- * - `watch`: as they go by, on a subscription that also tells the server someone is listening
- *   (it then starts at once). The fast way, but the server does not slow down for it, so a
- *   watcher that falls too far behind loses its connection: `WatchLost`, and nothing is kept.
- * - `read-back`: as the bucket stores them, through a consumer whose acks bound what is in
- *   flight. Without a listener the server first waits 2 s for one; nothing can be lost.
+ * How a snapshot gets into the bucket, and how this process checks it, on a bulk connection of its own:
+ * - `watch`: the server delivers its chunks to the archive's chunk subject, where the bucket
+ *   stores them and its acks pace the server; this process hashes them as they go by, on a
+ *   subscription that also tells the server someone is listening (it then starts at once). The
+ *   fast way, but the server does not slow down for the watcher, so one that falls too far behind
+ *   loses its connection: `WatchLost`, and nothing is kept.
+ * - `read-back`: the same delivery, hashed as the bucket stores them, through a consumer whose
+ *   acks bound what is in flight. Without a listener the server first waits 2 s for one; nothing
+ *   can be lost. For servers without flow control (before 2.10.12), whose stored end message
+ *   keeps its status or never had one.
+ * - `relay`: the server sends its chunks to this process, which stores each in the bucket and
+ *   acks it once stored (archive-upload.ts): the server waits for it, so nothing is lost either.
+ *   For servers that do not ack a chunk stored in a stream (2.14.10+, 2.15.3+), and after a lost
+ *   watch on servers with flow control.
  */
+type CaptureMode = "watch" | "read-back" | "relay";
+
 async function capture(
   ctx: JobContext,
   job: Job,
   req: BackupStreamRequest,
   chunkSize: number,
-  mode: "watch" | "read-back",
+  mode: CaptureMode,
   accepted: () => void,
 ): Promise<Captured> {
   const { nc, catalogue } = ctx;
   const stream = job.record.stream;
   const idleMs = ctx.tuning.snapshotIdleMs;
+  const version = parseServerVersion(nc.info?.version);
   const upload = catalogue.archiveUpload(job.id, chunkSize);
   const progress = () => job.progress(upload.tally.size, upload.tally.chunks);
   const bulk = await ctx.openBulk();
   try {
     // Listen before asking: the chunks start right after the server's answer.
     const watch = mode === "watch" ? await watchSnapshot(bulk, upload.subject, upload.tally, { stream, idleMs, onChunk: progress }) : null;
+    const relay = mode === "relay" ? await upload.relay(bulk, { stream, idleMs, onChunk: progress }) : null;
     let end: StoredMessage | null = null;
     const feed =
       mode === "read-back"
@@ -143,9 +164,16 @@ async function capture(
         : null;
     let snapshot: StartedSnapshot;
     try {
-      snapshot = await openSnapshot(nc, stream, { deliverSubject: upload.subject, chunkSize, consumers: req.consumers, check: req.check });
+      snapshot = await openSnapshot(nc, stream, {
+        deliverSubject: relay?.subject ?? upload.subject,
+        chunkSize,
+        ...(version && Capabilities.snapshotWindowSize(version) ? { windowSize: ctx.tuning.snapshotWindowBytes } : {}),
+        consumers: req.consumers,
+        check: req.check,
+      });
     } catch (err) {
       watch?.stop();
+      relay?.stop();
       await upload.abort().catch(() => {});
       throw err;
     }
@@ -155,6 +183,7 @@ async function capture(
     const onAbort = () => {
       const reason = BackupError.from(job.signal.reason);
       watch?.stop();
+      relay?.stop();
       feed?.fail(reason);
     };
     job.signal.addEventListener("abort", onAbort, { once: true });
@@ -165,6 +194,10 @@ async function capture(
         await watch.ended;
         log.debug("every chunk seen");
         archive = await upload.finishWatched(watch.messages);
+      } else if (relay) {
+        await relay.ended;
+        log.debug("every chunk relayed and stored");
+        archive = await upload.finishRelayed();
       } else {
         await feed!.done;
         log.debug("every chunk read back");
@@ -176,9 +209,11 @@ async function capture(
       return { snapshot, archive };
     } catch (err) {
       if (job.signal.aborted) err = BackupError.from(job.signal.reason);
-      // The server goes on storing chunks until its snapshot ends: remove them after that.
+      // The server goes on storing chunks until its snapshot ends: remove them after that (a
+      // relay's last publishes are waited for by the flush).
+      if (relay) await bulk.flush().catch(() => {});
       await catalogue
-        .discard(job.id, upload, idleMs)
+        .discard(job.id, upload, relay ? 0 : idleMs)
         .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
       throw err;
     } finally {

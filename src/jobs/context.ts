@@ -14,6 +14,8 @@ export interface Tuning {
   readBudgetBytes: number;
   /** A snapshot that sends nothing for this long has failed. */
   snapshotIdleMs: number;
+  /** Snapshot bytes in flight, asked of servers that take `window_size` (2.12.5+). */
+  snapshotWindowBytes: number;
 }
 
 export const DefaultTuning: Tuning = {
@@ -21,6 +23,7 @@ export const DefaultTuning: Tuning = {
   restoreWindow: 16,
   readBudgetBytes: 8 * MiB,
   snapshotIdleMs: 15_000,
+  snapshotWindowBytes: 8 * MiB,
 };
 
 export interface JobContext {

@@ -61,7 +61,11 @@ export class Job {
     };
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
     this.#ticker = setInterval(() => void this.#emit(), progressIntervalMs);
-    void this.#emit();
+    // The record first: whoever sees the first event can ask `$BACKUP.job.<id>` for it.
+    const first = this.record;
+    void this.#store(first, 1).then(() => {
+      if (!this.#takenOver && this.#record.state === "running") publishStatus(this.nc, first, this.log);
+    });
   }
 
   get id(): string {

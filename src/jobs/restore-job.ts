@@ -1,20 +1,19 @@
 /**
- * A stream restore: the bucket's stream delivers the backup's archive straight to the server's
- * restore (bounded chunks in flight, each acked by the restore's answer) while this process
- * watches them go by and checks count, size and digest; only when both are done is the server
- * told to build the stream. A restore that fails leaves no stream behind.
+ * A stream restore: the backup's archive goes from the bucket to the server's restore through
+ * this process (bounded chunks in flight, each acked to the bucket once the restore answered it),
+ * checked as it passes (count, size, digest); only when every chunk was taken and the archive
+ * found whole is the server told to build the stream. A restore that fails leaves no stream of
+ * its own behind.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { ObjectInfo } from "@nats-io/obj";
 import { BackupError } from "../protocol/errors.ts";
 import type { BackupManifest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
 import type { Logger } from "pino";
-import { deleteStream, streamCreated, streamExists } from "../jetstream/jsapi.ts";
+import { deleteStream, JetStreamApiError, JsErrCode, streamSummary, streamExists } from "../jetstream/jsapi.ts";
+import { canRestoreFormat, parseServerVersion } from "../jetstream/server-version.ts";
 import { rawMembers, rawObject } from "../jetstream/raw-json.ts";
-import { startRestore } from "../snapshot/restore.ts";
-import type { ArchiveDelivery } from "../catalogue/archive-delivery.ts";
-import { BulkConnectionError, type BulkConnection } from "../bulk/bulk-connection.ts";
-import { WatchLost } from "../bulk/watch.ts";
+import { chunkAnswerError, startRestore } from "../snapshot/restore.ts";
+import { BulkConnectionError } from "../bulk/bulk-connection.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import type { Hold } from "./runner.ts";
@@ -43,6 +42,16 @@ export async function restoreStream(
   if (archive.digest !== manifest.sha256 || archive.size !== manifest.size) {
     throw new BackupError(500, `backup ${manifest.id} is damaged: its archive is not the one its manifest recorded`);
   }
+  const target = parseServerVersion(nc.info?.version);
+  const format = manifest.archive_format ?? "v1";
+  const takenOn = manifest.server?.version ? `nats-server ${manifest.server.version}` : "an older nats-server";
+  if (target && !canRestoreFormat(target, format)) {
+    throw BackupError.badRequest(
+      `backup ${manifest.id} was taken on ${takenOn}, whose archive format (${format}) nats-server ${target.text} cannot restore; restore it on nats-server 2.15 or later`,
+    );
+  }
+  // A 2.15+ server restoring a v2 archive creates the stream when the restore starts, and holds the name until it ends.
+  const createdAtStart = format === "v2";
   const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
 
   if (await catalogue.repairArchive(archive)) {
@@ -50,37 +59,33 @@ export async function restoreStream(
   }
 
   // The server builds the stream after the last chunk: about 1-4 s per GiB measured here; allow far more.
-  const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000);
+  const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000).catch((err: unknown) => {
+    // A configuration field the target server does not know (strict JSON from 2.12).
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.InvalidJson && target) {
+      throw BackupError.badRequest(`nats-server ${target.text} refuses the stream configuration of backup ${manifest.id}, taken on ${takenOn}: ${err.serverDescription}`);
+    }
+    throw err;
+  });
   accepted();
-  let delivery: ArchiveDelivery | undefined;
-  const bulks: BulkConnection[] = [];
-  const openBulk = async () => {
-    const bulk = await ctx.openBulk();
-    bulks.push(bulk);
-    return bulk;
-  };
+  const bulk = await ctx.openBulk().catch((err: unknown) => {
+    session.abort();
+    throw BulkConnectionError.during(`restore of stream ${stream}`, err);
+  });
   try {
     job.progress(0, 0, archive.size);
     const log = ctx.log.child({ job: job.id });
-    // Watched from before the delivery starts: the chunks are checked as the restore gets them.
-    const { checked } = await checkAsDelivered(ctx, job, archive, session.deliverSubject, openBulk);
-    delivery = await catalogue.deliverArchive(archive, session.deliverSubject, {
+    const delivered = catalogue.deliverArchive(bulk, archive, session.deliverSubject, {
       window: ctx.tuning.restoreWindow,
-      stallMs: ctx.tuning.snapshotIdleMs,
+      idleMs: ctx.tuning.snapshotIdleMs,
+      signal: job.signal,
+      answerError: (text) => chunkAnswerError(stream, text),
+      onProgress: (chunks) => job.progress(Math.round((archive.size * chunks) / Math.max(1, archive.chunks)), chunks, archive.size),
     });
-    // Both must be done before the server may build the stream.
-    const both = Promise.all([
-      checked.then(() => log.debug("archive digest checked")),
-      delivery
-        .done((chunks) => {
-          job.progress(Math.round((archive.size * chunks) / Math.max(1, archive.chunks)), chunks, archive.size);
-        }, job.signal)
-        .then(() => log.debug("every chunk delivered and answered")),
-    ]);
-    both.catch(() => {}); // when the connection drops first, `both` may still reject later
-    await Promise.race([both, session.lost]);
-    log.debug("asking the server to build the stream");
-    await delivery.stop();
+    delivered.catch(() => {}); // when the connection drops first, it may still reject later
+    await Promise.race([delivered, session.lost]).catch((err: unknown) => {
+      throw BulkConnectionError.during(`restore of stream ${stream}`, err);
+    });
+    log.debug("every chunk delivered, answered and checked: asking the server to build the stream");
     // Only now, with the digest checked, may the server build the stream.
     const created = JSON.parse(await session.finish()) as {
       config?: { num_replicas?: number };
@@ -99,49 +104,14 @@ export async function restoreStream(
       ...(warnings.length ? { warnings } : {}),
     };
   } catch (err) {
-    await delivery?.stop();
     session.abort();
-    await removePartialStream(nc, stream, manifest, ctx.log.child({ job: job.id })).catch((e: unknown) =>
+    await removePartialStream(nc, stream, { manifest, failure: err, createdAtStart }, ctx.log.child({ job: job.id })).catch((e: unknown) =>
       ctx.log.error({ err: e, stream, job: job.id }, "could not remove a partly restored stream"),
     );
     throw err;
   } finally {
-    for (const bulk of bulks) bulk.close();
+    bulk.close();
   }
-}
-
-/**
- * Checks the archive's chunk count, size and digest as the bucket delivers it to the restore's
- * `subject`, watching on a bulk connection. When the watch is lost (this process fell behind and
- * the server dropped it as a slow consumer, or it could not subscribe), reads the archive back
- * from the bucket to check it instead. Resolves once watching, with `checked`, the check's outcome.
- */
-async function checkAsDelivered(
-  ctx: JobContext,
-  job: Job,
-  archive: ObjectInfo,
-  subject: string,
-  openBulk: () => Promise<BulkConnection>,
-): Promise<{ checked: Promise<void> }> {
-  const { catalogue } = ctx;
-  const idleMs = ctx.tuning.snapshotIdleMs;
-  const readBack = async (lost: WatchLost) => {
-    if (job.signal.aborted) throw BackupError.from(job.signal.reason);
-    ctx.log.warn({ job: job.id, reason: lost.description }, "lost the watch on the restore's delivery; reading the archive back to check it");
-    await catalogue.checkArchive(await openBulk(), archive, { budgetBytes: ctx.tuning.readBudgetBytes, idleMs, signal: job.signal });
-  };
-  const named = (err: unknown) => BulkConnectionError.during(`restore of stream ${job.record.stream}`, err);
-  let check: Promise<void>;
-  try {
-    const watch = await catalogue.watchDelivery(await openBulk(), archive, subject, { idleMs });
-    check = watch.ended.catch((err: unknown) => (err instanceof WatchLost ? readBack(err) : Promise.reject(err)));
-  } catch (err) {
-    if (!(err instanceof WatchLost)) throw named(err);
-    check = readBack(err);
-  }
-  const checked = check.catch((err: unknown) => Promise.reject(named(err)));
-  checked.catch(() => {}); // awaited by the caller, perhaps only after the delivery failed
-  return { checked };
 }
 
 /**
@@ -174,18 +144,29 @@ function restoreRequest(
 /**
  * Deletes what the failed restore made of the stream, and only that: a stream someone else
  * created under the same name meanwhile (the lock keeps only this service's jobs off it) is left
- * alone. A restored stream keeps its original's creation time, which the manifest recorded.
+ * alone. A stream restored from a v1 archive keeps its original's creation time, which the
+ * manifest recorded, and is built only at the end (a stream there before is someone else's); a
+ * v2 restore (2.15+) creates the stream at its start and holds the name, so a stream there is its own.
  */
-async function removePartialStream(nc: NatsConnection, stream: string, manifest: BackupManifest, log: Logger): Promise<void> {
+async function removePartialStream(
+  nc: NatsConnection,
+  stream: string,
+  restore: { manifest: BackupManifest; failure: unknown; createdAtStart: boolean },
+  log: Logger,
+): Promise<void> {
+  const { manifest } = restore;
+  const leave = (created: string, why: string) =>
+    log.warn({ stream, created, restoring: manifest.stream_created }, `a stream of that name is left alone: ${why}`);
   // The server may still be finishing what it was given: look twice.
   for (const delayMs of [0, 500]) {
     await new Promise((r) => setTimeout(r, delayMs));
-    const created = await streamCreated(nc, stream);
-    if (created === null) continue;
-    if (manifest.stream_created !== undefined && created !== manifest.stream_created) {
-      log.warn({ stream, created, restoring: manifest.stream_created }, "a stream of that name, created by someone else meanwhile, is left alone");
-      return;
+    const created = (await streamSummary(nc, stream))?.created;
+    if (created === undefined) continue;
+    if (restore.failure instanceof BackupError && /already in use/i.test(restore.failure.description)) {
+      return leave(created, "the server refused to build it because someone else created it meanwhile");
     }
+    const keptOriginal = manifest.stream_created === undefined || created === manifest.stream_created;
+    if (!keptOriginal && !restore.createdAtStart) return leave(created, "someone else created it meanwhile");
     await deleteStream(nc, stream);
   }
 }

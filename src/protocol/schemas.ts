@@ -118,6 +118,10 @@ export const BackupManifest = z.looseObject({
   server: z
     .looseObject({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() })
     .describe("the server the service was connected to when the backup was taken"),
+  archive_format: z
+    .enum(["v1", "v2"])
+    .optional()
+    .describe("v1: a tar in S2 (nats-server up to 2.14); v2: NATSARC1 entries in S2 (2.15+), which older servers cannot restore"),
 });
 export type BackupManifest = z.infer<typeof BackupManifest>;
 

@@ -1,8 +1,8 @@
 /**
  * The server's side of a restore: `$JS.API.STREAM.RESTORE.<stream>` names a subject that takes
  * the archive as requests (each answered once written), then an empty request that makes the
- * server build the stream. Who sends the chunks is the caller's choice (the bucket delivers them
- * itself, see catalogue/archive-delivery.ts); this side starts, finishes or aborts.
+ * server build the stream. Who sends the chunks is the caller's choice (see
+ * catalogue/archive-delivery.ts); this side starts, finishes or aborts.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
@@ -90,6 +90,14 @@ export async function startRestore(
   const { deliver_subject: deliver } = JSON.parse(text) as { deliver_subject?: string };
   if (!deliver) throw restoreFailed(stream, `the server named no deliver subject: ${text}`);
   return new RestoreSession(nc, stream, deliver, finishTimeoutMs);
+}
+
+/**
+ * The error in the restore's answer to one chunk: none when empty (taken); `-ERR '…'` text up to
+ * 2.12.5, a JSON error from 2.12.6 (which then answers no later chunk).
+ */
+export function chunkAnswerError(stream: string, text: string): BackupError | null {
+  return text.length === 0 ? null : replyError(stream, text);
 }
 
 /** The final answer is the stream-create response, `-ERR '…'` text or a JSON error. */

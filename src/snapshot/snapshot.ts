@@ -14,6 +14,8 @@ export interface SnapshotOptions {
   /** Where the server sends the chunks. Something must listen there before the snapshot starts. */
   deliverSubject: string;
   chunkSize: number;
+  /** Bytes in flight (2.12.5+ only: older servers ignore or refuse the field). */
+  windowSize?: number;
   consumers: boolean;
   check: boolean;
 }
@@ -57,6 +59,7 @@ export async function openSnapshot(nc: NatsConnection, stream: string, opts: Sna
   const request = JSON.stringify({
     deliver_subject: opts.deliverSubject,
     chunk_size: opts.chunkSize,
+    ...(opts.windowSize !== undefined ? { window_size: opts.windowSize } : {}),
     no_consumers: !opts.consumers,
     jsck: opts.check,
   });
