@@ -67,7 +67,6 @@ describe("bad requests", () => {
     await makeStream(nc, "ERR", { messages: 40, consumers: false });
     await makeStream(nc, "OTHER", { messages: 20, consumers: false });
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "MEM", subjects: ["MEM.>"], storage: "memory" as never });
     const done = await request<JobRecord>(nc, "$BACKUP.stream.OTHER", { wait: true }, 120_000);
     assert.equal(done.errorCode, null, done.raw);
     otherBackup = done.body.result as BackupManifest;
@@ -189,17 +188,6 @@ describe("bad requests", () => {
     assert.equal(after.streams.NOPE, undefined);
     assert.deepEqual(userStreams(after.streams), userStreams(before.streams));
     assert.deepEqual(after.objects, before.objects);
-  });
-
-  test("a backup of a memory-storage stream is a 400 that says so", async () => {
-    const before = await world();
-    assertError(await request(nc, "$BACKUP.stream.MEM"), 400, /memory storage/);
-    assertError(await request(nc, "$BACKUP.stream.MEM", { wait: true, consumers: false }), 400, /memory storage/);
-    const after = await world();
-    assert.deepEqual(after.objects, before.objects, "no object was written");
-    assert.deepEqual(userStreams(after.streams), userStreams(before.streams));
-    // The lock was released: a second attempt gets the same answer, not a 409.
-    assertError(await request(nc, "$BACKUP.stream.MEM"), 400, /memory storage/);
   });
 
   test("a restore of another stream's backup is a 400 that touches nothing", async () => {
