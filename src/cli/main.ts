@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { packageVersion } from "../version.ts";
-import { Defaults, startBackupService } from "../service/service.ts";
+import { Defaults, startBackupService, type BackupService } from "../service/service.ts";
 import { durationMs } from "../protocol/duration.ts";
 import { connectNats, connectionOptions } from "./connect.ts";
 
@@ -80,13 +80,25 @@ async function main(argv: string[]): Promise<number> {
   const keepLast = values["keep-last"] !== undefined ? positiveInt("--keep-last", values["keep-last"]) : undefined;
   const maxAge = values["max-age"] !== undefined ? durationFlag("--max-age", values["max-age"]) : undefined;
 
+  // Nothing ends this process unseen: an error no handler caught is logged and, where it names a
+  // job, fails that job; an exception thrown out of a callback stops the service as a signal would.
+  let svc: BackupService | undefined;
+  process.on("unhandledRejection", (reason) => {
+    if (svc) svc.failStray(reason);
+    else log.error({ err: reason }, "an error escaped its handler");
+  });
+  process.on("uncaughtException", (err) => {
+    log.fatal({ err }, "an exception escaped its handler; stopping");
+    void (svc?.stop() ?? Promise.resolve()).finally(() => process.exit(70));
+  });
+
   const connection = connectionOptions({ ...values, tlsfirst: values.tlsfirst || values["tls-first"] });
   const nc = await connectNats(connection);
   log.info({ server: nc.getServer() }, "connected");
   void (async () => {
     for await (const s of nc.status()) if (s.type !== "ping") log.info({ status: s.type }, "connection status");
   })();
-  const svc = await startBackupService(nc, {
+  svc = await startBackupService(nc, {
     logger: log,
     // Its jobs' data connections connect as this one did.
     connectionOptions: connection,

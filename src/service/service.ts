@@ -18,6 +18,7 @@ import { checkPolicy, Retention } from "../jobs/retention.ts";
 import type { RetentionPolicy } from "../protocol/schemas.ts";
 import { DefaultSweep, Sweeper, type SweepOptions } from "../jobs/sweeper.ts";
 import { Endpoints, QueueGroup, ServiceName, type EndpointName } from "../protocol/subjects.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { EndpointStats } from "./endpoint-stats.ts";
 import { serve, type EndpointDeps } from "./endpoints.ts";
 
@@ -62,6 +63,11 @@ export interface BackupService {
   readonly sweeper: Sweeper;
   /** Stops taking requests, lets running jobs finish (up to the grace period), fails the rest. The connection stays open. */
   stop(): Promise<void>;
+  /**
+   * For an error that escaped every handler (a host's `unhandledRejection`): logs it, and fails
+   * the job it names, if that job runs here.
+   */
+  failStray(reason: unknown): void;
 }
 
 export const Defaults = {
@@ -143,6 +149,12 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     service,
     runner,
     sweeper,
+    failStray: (reason) => {
+      const job = reason instanceof BackupError ? reason.job : undefined;
+      log.error({ err: reason, ...(job ? { job } : {}) }, "an error escaped its handler");
+      const running = job ? runner.running(job) : undefined;
+      if (running) running.abort.abort(new BackupError(ErrorCode.Internal, `internal error: ${BackupError.from(reason).description}`));
+    },
     stop: () =>
       (stopped ??= (async () => {
         await service.stop();
