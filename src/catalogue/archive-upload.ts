@@ -11,8 +11,8 @@
  * Then it writes the metadata that makes the object visible (without a rollup: see object-writes.ts).
  */
 import { createInbox, nuid, type NatsConnection } from "@nats-io/nats-core";
-import type { BulkConnection } from "../bulk/bulk-connection.ts";
-import { watchSubject, type Watch } from "../bulk/watch.ts";
+import { BulkPermissionError, type BulkConnection } from "../bulk/bulk-connection.ts";
+import { watchSubject, WatchLost, type Watch } from "../bulk/watch.ts";
 import { snapshotMessage } from "../snapshot/snapshot.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
@@ -126,7 +126,8 @@ export class ArchiveUpload {
       { what: `the snapshot of ${opts.stream}`, idleMs: opts.idleMs },
     ).catch((err: unknown) => {
       acksSub.unsubscribe();
-      throw err;
+      // Nothing else can carry a relayed snapshot: a refused subscription is the job's failure, in the server's words.
+      throw err instanceof WatchLost && err.cause instanceof BulkPermissionError ? err.cause : err;
     });
     this.#relayed = () => published;
     const ended = (async () => {

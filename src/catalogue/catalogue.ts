@@ -62,7 +62,7 @@ export class Catalogue {
       description: "nats-backup: stream snapshots",
     });
     const catalogue = new Catalogue(nc, js, opts.bucket, store);
-    if (opts.index) catalogue.#index = await ManifestIndex.start(js, opts.bucket, manifestOf, opts.log ?? pino({ level: "silent" }));
+    if (opts.index) catalogue.#index = await ManifestIndex.start(nc, opts.bucket, manifestOf, opts.log ?? pino({ level: "silent" }));
     return catalogue;
   }
 

@@ -4,14 +4,16 @@
  * storing chunks, and a list made of server reads (the subjects, then each manifest) waited three
  * times as long as a PING there.
  *
- * Before it answers, the index asks its consumer how many messages it has delivered and holds
- * pending (one request) and waits until it has applied that many: a list shows every manifest
- * stored before it was asked for, whoever wrote it. Counted in the consumer's own sequence, not
- * the stream's: a 2.9 consumer moves its delivered stream sequence past the chunks it skips.
- * When that takes too long (the consumer is being recreated, the server is away), or the index
- * failed and is being rebuilt, it answers null and the caller reads the bucket.
+ * Before it answers, the index asks the bucket's stream for its last metadata message (one direct
+ * get, which the stream answers itself, not the JetStream API: cheaper on a busy server) and
+ * waits until it has applied that message: the consumer delivers in stream order and skips no
+ * metadata (object-writes.ts), so a list shows every manifest stored before it was asked for,
+ * whoever wrote it. When that takes too long (the consumer is being recreated, the server is
+ * away, that message was deleted meanwhile), or the index failed and is being rebuilt, it answers
+ * null and the caller reads the bucket.
  */
-import { DeliverPolicy, type Consumer, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { DeliverPolicy, jetstream, type Consumer, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import type { BackupManifest } from "../protocol/schemas.ts";
 import { metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
@@ -27,9 +29,8 @@ interface Following {
   consumer: Consumer;
   messages: ConsumerMessages;
   manifests: Map<string, BackupManifest>;
-  /** The consumer that delivered the last message applied, and that message's delivery sequence. */
-  lastConsumer: string;
-  lastDelivery: number;
+  /** The stream sequence of the last message applied. */
+  lastSeq: number;
 }
 
 export class ManifestIndex {
@@ -38,16 +39,20 @@ export class ManifestIndex {
   #waiters = new Set<() => void>();
   #backoff: NodeJS.Timeout | null = null;
 
+  private readonly js: JetStreamClient;
+
   private constructor(
-    private readonly js: JetStreamClient,
+    private readonly nc: NatsConnection,
     private readonly bucket: string,
     private readonly manifestOf: ManifestOf,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.js = jetstream(nc);
+  }
 
   /** Starts following the bucket's metadata. */
-  static async start(js: JetStreamClient, bucket: string, manifestOf: ManifestOf, log: Logger): Promise<ManifestIndex> {
-    const index = new ManifestIndex(js, bucket, manifestOf, log);
+  static async start(nc: NatsConnection, bucket: string, manifestOf: ManifestOf, log: Logger): Promise<ManifestIndex> {
+    const index = new ManifestIndex(nc, bucket, manifestOf, log);
     await index.#follow();
     return index;
   }
@@ -56,18 +61,13 @@ export class ManifestIndex {
   async manifests(timeoutMs = 1_000): Promise<BackupManifest[] | null> {
     const following = this.#following;
     if (!following) return null;
-    let info;
+    let wanted: number;
     try {
-      info = await following.consumer.info();
+      wanted = await lastMetadataSeq(this.nc, this.bucket);
     } catch {
       return null;
     }
-    // Caught up: the consumer's every delivery so far, and every one pending then, is applied. A
-    // consumer that has nothing to deliver (a new one, after a reset, starts after what was applied) is too.
-    const { name } = info;
-    const wanted = info.delivered.consumer_seq + info.num_pending;
-    const caughtUp = () =>
-      this.#following === following && (wanted === 0 || (following.lastConsumer === name && following.lastDelivery >= wanted));
+    const caughtUp = () => this.#following === following && following.lastSeq >= wanted;
     if (!caughtUp() && !(await this.#until(caughtUp, timeoutMs))) return null;
     return [...following.manifests.values()];
   }
@@ -84,7 +84,7 @@ export class ManifestIndex {
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
     const messages = await consumer.consume();
-    const following: Following = { consumer, messages, manifests: new Map(), lastConsumer: "", lastDelivery: 0 };
+    const following: Following = { consumer, messages, manifests: new Map(), lastSeq: 0 };
     this.#following = following;
     this.#apply(following).then(
       () => this.#failed(following, new Error("its consumer stopped delivering")),
@@ -105,8 +105,7 @@ export class ManifestIndex {
         if (manifest === null) following.manifests.delete(meta.name);
         else following.manifests.set(meta.name, manifest);
       }
-      following.lastConsumer = m.info.consumer;
-      following.lastDelivery = m.info.deliverySequence;
+      following.lastSeq = m.info.streamSequence;
       for (const check of this.#waiters) check();
     }
   }
@@ -147,4 +146,16 @@ export class ManifestIndex {
       this.#waiters.add(check);
     });
   }
+}
+
+/** The stream sequence of the bucket's last metadata message (0: none), by a direct get. */
+async function lastMetadataSeq(nc: NatsConnection, bucket: string): Promise<number> {
+  const reply = await nc.request(`$JS.API.DIRECT.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: `${metaSubject(bucket, "")}>` }), {
+    timeout: 5000,
+  });
+  const status = reply.headers?.code ?? 0;
+  if (status === 404) return 0;
+  const seq = Number(reply.headers?.get("Nats-Sequence"));
+  if (status >= 300 || !Number.isInteger(seq)) throw new Error(`no last metadata sequence: ${status} ${reply.headers?.description ?? ""}`);
+  return seq;
 }
