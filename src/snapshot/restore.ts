@@ -85,6 +85,8 @@ export async function startRestore(
     if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNameInUse) {
       throw BackupError.conflict(`stream ${stream} already exist`);
     }
+    // A configuration field the server does not know: the job names both versions (restore-job.ts).
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.InvalidJson) throw err;
     throw err instanceof JetStreamApiError ? restoreFailed(stream, err.serverDescription, err.code) : err;
   }
   const { deliver_subject: deliver } = JSON.parse(text) as { deliver_subject?: string };
