@@ -86,7 +86,10 @@ describe("a backup taken on an older server restores onto the newest", () => {
     const title =
       `${source.version?.text ?? line} → ${newest.version?.text ?? "the newest"}: ` +
       "messages, headers, times, consumers and configuration";
-    test(title, { skip: skipReason(source, newest), timeout: 240_000 }, async (t) => {
+    const skip =
+      skipReason(source, newest) ||
+      (compareVersions(source.version!, newest.version!) >= 0 ? `nats-server ${source.version!.text} is the newest known here` : false);
+    test(title, { skip, timeout: 240_000 }, async (t) => {
       const oldVersion = source.version!.text;
       const newVersion = newest.version!.text;
       const old = await startSide(source.bin!);
