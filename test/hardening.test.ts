@@ -9,7 +9,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { objectNames } from "../src/catalogue/catalogue.ts";
 import { nameOfMetaSubject } from "../src/catalogue/object-format.ts";
-import { readMeta } from "../src/catalogue/object-writes.ts";
+import { deleteObject, readMeta } from "../src/catalogue/object-writes.ts";
 import type { BackupManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { Collector } from "./harness/inspect.ts";
@@ -17,8 +17,14 @@ import { NatsServer } from "./harness/nats-server.ts";
 import { bucketView, fingerprint } from "./harness/proc-checks.ts";
 import { request, startService } from "./harness/service.ts";
 
+/** Every gate made, opened when the file ends: a test that failed while holding one must not hang the service's stop. */
+const gates: Gate[] = [];
+
 /** A promise the test opens: `entered` resolves when the code under test reached it. */
 class Gate {
+  constructor() {
+    gates.push(this);
+  }
   #open!: () => void;
   #entered!: () => void;
   readonly opened = new Promise<void>((resolve) => (this.#open = resolve));
@@ -85,6 +91,7 @@ describe("commits, sweeps and locks under faults", () => {
     svc = await addInstance({ staleJobMs: 0, silentJobMs: 0 });
   });
   after(async () => {
+    for (const gate of gates) gate.open();
     for (const s of services) await s.stop();
     for (const snc of serviceNcs) await snc.close();
     await nc?.close();
@@ -126,6 +133,26 @@ describe("commits, sweeps and locks under faults", () => {
     assert.deepEqual(view.unreferenced.map((nuid) => view.chunks.get(nuid)), [1]);
     const settled = await readMeta(nc, svc.bucket, objectNames(id).manifest);
     assert.equal(settled?.meta.deleted, true, "a deleted record holds the manifest's name");
+  });
+
+  test("a backup whose backup.json went missing before its manifest is refused, not listed", async () => {
+    const gate = new Gate();
+    gateOnce(svc.catalogue, "commit", gate);
+    const started = await request<JobStarted>(nc, "$BACKUP.stream.ORDERS", {});
+    assert.equal(started.errorCode, null, started.raw);
+    const id = started.body.id;
+    await gate.entered;
+    try {
+      await deleteObject(nc, svc.catalogue.js, svc.bucket, objectNames(id).config);
+    } finally {
+      gate.open();
+    }
+    const ended = await svc.runner.running(id)!.done;
+    assert.equal(ended.state, "failed");
+    assert.equal(ended.error?.description, `backup ${id} is not whole: ${id}/backup.json is missing (bucket ${svc.bucket})`);
+    assert.ok(!(await listedIds()).includes(id));
+    const view = await bucketView(nc);
+    assert.deepEqual(view.objects.filter((o) => o.name.startsWith(id)).map((o) => o.name), []);
   });
 
   test("the sweeper never takes over a job its own runner holds, however stale its record", async () => {
