@@ -27,7 +27,7 @@ describe("a snapshot that outruns the service", () => {
   let server: NatsServer;
   let nc: NatsConnection;
   let svc: ServiceProcess;
-  /** Whether the server writes the snapshot into the bucket itself (the service watches), or the service relays it. */
+  /** Whether the bucket paces the server (it acks what it stores), or the service does (its acks). */
   let watched: boolean;
 
   before(async () => {
@@ -120,7 +120,7 @@ describe("a snapshot that outruns the service", () => {
       assert.match(warnings, /snapshot watch lost; taking the snapshot again/, warnings.slice(0, 2000));
       await restoreAndCompare(reply, stored);
     } else {
-      // The service relays: the server waits for its acks, so a frozen service is not dropped.
+      // The service acks what it sees (the bucket will not): the server waits for it, so a frozen service is not dropped.
       const freeze = await freezeFor("$JS.API.STREAM.SNAPSHOT.FAST", StallMs);
       const reply = await request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
       t.diagnostic(`frozen for ${await freeze.thawed} ms`);

@@ -11,7 +11,7 @@
  * its errors (`-ERR` text before 2.12.6, JSON from 2.12.6), come back to whoever sent the chunk.
  */
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
-import type { BulkConnection } from "../bulk/bulk-connection.ts";
+import type { BulkConnection, OutgoingPayload } from "../bulk/bulk-connection.ts";
 import { BackupError } from "../protocol/errors.ts";
 import { chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import { ObjectCheck } from "./object-check.ts";
@@ -74,7 +74,7 @@ export async function deliverArchive(
   });
 
   let current: StoredMessage | null = null;
-  let pieces: Uint8Array[] = [];
+  let out: OutgoingPayload | null = null;
   const feed = await SubjectFeed.open(
     nc,
     bulk,
@@ -83,19 +83,18 @@ export async function deliverArchive(
     {
       begin: (msg) => {
         current = msg;
-        pieces = [];
+        const k = ++sent;
+        unanswered.set(k, msg.ack);
+        out = bulk.publishPayload(restoreSubject, `${answers}.${k}`, msg.size);
       },
       part: (bytes) => {
         check.part(bytes);
-        pieces.push(Buffer.from(bytes)); // a view of the reused read buffer: copied
+        out!.write(bytes);
       },
       end: () => {
-        const msg = current!;
         // Counted and, at the last chunk, verified whole before the restore is given it.
-        check.endChunk(msg.pending);
-        const k = ++sent;
-        unanswered.set(k, msg.ack);
-        bulk.publishPieces(restoreSubject, `${answers}.${k}`, pieces);
+        check.endChunk(current!.pending);
+        out!.end();
         return "held";
       },
     },

@@ -6,12 +6,12 @@
  *   as they go by (a watch, then `finishWatched` checks that the bucket stored as many) or read
  *   back as stored (`stored`, then `finish`), then deletes the snapshot's end message;
  * - relayed (`relay`, then `finishRelayed`): the server sends its chunks to this process, which
- *   publishes each into the bucket and acks it to the server once stored. For servers whose
- *   streams do not ack a JetStream reply subject (2.14.10+, 2.15.3+), and as the careful way.
+ *   publishes each into the bucket and acks it to the server once stored: the careful way, after
+ *   a lost watch on servers that wait for acks.
  * Then it writes the metadata that makes the object visible (without a rollup: see object-writes.ts).
  */
 import { createInbox, nuid, type NatsConnection } from "@nats-io/nats-core";
-import { BulkPermissionError, type BulkConnection } from "../bulk/bulk-connection.ts";
+import { BulkPermissionError, type BulkConnection, type OutgoingPayload } from "../bulk/bulk-connection.ts";
 import { watchSubject, WatchLost, type Watch } from "../bulk/watch.ts";
 import { snapshotMessage } from "../snapshot/snapshot.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
@@ -93,31 +93,28 @@ export class ArchiveUpload {
       },
       lost: (err) => failed?.(err),
     });
-    let pieces: Uint8Array[] = [];
-    let serverAck: string | undefined;
-    let isEnd = false;
+    let out: OutgoingPayload | null = null;
     const watch: Watch = await watchSubject(
       bulk,
       deliver,
       {
         begin: (msg) => {
-          isEnd = snapshotMessage(opts.stream, msg) === "end";
-          serverAck = msg.reply;
-          pieces = [];
+          if (snapshotMessage(opts.stream, msg) === "end") return void (out = null);
+          const k = ++published;
+          unstored.set(k, msg.reply);
+          out = bulk.publishPayload(this.subject, `${acks}.${k}`, msg.size);
         },
         part: (bytes) => {
           this.tally.part(bytes);
-          pieces.push(Buffer.from(bytes)); // a view of the reused read buffer: copied
+          out?.write(bytes);
         },
         end: () => {
-          if (isEnd) {
+          if (!out) {
             endSeen = true;
             if (unstored.size === 0) allStored();
             return "done";
           }
-          const k = ++published;
-          unstored.set(k, serverAck);
-          bulk.publishPieces(this.subject, `${acks}.${k}`, pieces);
+          out.end();
           this.tally.endChunk();
           opts.onChunk?.();
           return "more";

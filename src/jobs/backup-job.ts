@@ -40,14 +40,13 @@ export async function backupStream(
     acceptedOnce = true;
   };
 
-  // The server writes into the bucket itself where it can; after a lost watch, the careful way it allows.
-  const first: CaptureMode = version && !Capabilities.answersJetStreamReplies(version) ? "relay" : "watch";
+  // The server writes into the bucket itself; after a lost watch, the careful way it allows.
   const fallback: CaptureMode = version && Capabilities.snapshotFlowControl(version) ? "relay" : "read-back";
   let captured: Captured;
   try {
-    captured = await capture(ctx, job, req, chunkSize, first, acceptOnce);
+    captured = await capture(ctx, job, req, chunkSize, "watch", acceptOnce);
   } catch (err) {
-    if (first !== "watch" || !(err instanceof WatchLost) || job.signal.aborted) throw BulkConnectionError.during(`backup of stream ${stream}`, err);
+    if (!(err instanceof WatchLost) || job.signal.aborted) throw BulkConnectionError.during(`backup of stream ${stream}`, err);
     ctx.log.warn({ job: job.id, stream, reason: err.description, mode: fallback }, "snapshot watch lost; taking the snapshot again");
     captured = await capture(ctx, job, req, chunkSize, fallback, acceptOnce).catch((e: unknown) => {
       throw BulkConnectionError.during(`backup of stream ${stream}`, e);
@@ -103,15 +102,16 @@ interface Captured {
  *   stores them and its acks pace the server; this process hashes them as they go by, on a
  *   subscription that also tells the server someone is listening (it then starts at once). The
  *   fast way, but the server does not slow down for the watcher, so one that falls too far behind
- *   loses its connection: `WatchLost`, and nothing is kept.
+ *   loses its connection: `WatchLost`, and nothing is kept. Servers whose streams do not ack a
+ *   JetStream reply subject (2.14.10+, 2.15.3+) get the watcher's acks instead, and the bucket's
+ *   count is checked at the end as always.
  * - `read-back`: the same delivery, hashed as the bucket stores them, through a consumer whose
  *   acks bound what is in flight. Without a listener the server first waits 2 s for one; nothing
  *   can be lost. For servers without flow control (before 2.10.12), whose stored end message
  *   keeps its status or never had one.
  * - `relay`: the server sends its chunks to this process, which stores each in the bucket and
  *   acks it once stored (archive-upload.ts): the server waits for it, so nothing is lost either.
- *   For servers that do not ack a chunk stored in a stream (2.14.10+, 2.15.3+), and after a lost
- *   watch on servers with flow control.
+ *   After a lost watch on servers with flow control (2.10.12+).
  */
 type CaptureMode = "watch" | "read-back" | "relay";
 
@@ -132,7 +132,9 @@ async function capture(
   const bulk = await ctx.openBulk();
   try {
     // Listen before asking: the chunks start right after the server's answer.
-    const watch = mode === "watch" ? await watchSnapshot(bulk, upload.subject, upload.tally, { stream, idleMs, onChunk: progress }) : null;
+    // Where the bucket will not ack what it stores, the watcher acks what it saw.
+    const ackChunks = version !== null && !Capabilities.answersJetStreamReplies(version);
+    const watch = mode === "watch" ? await watchSnapshot(bulk, upload.subject, upload.tally, { stream, idleMs, onChunk: progress, ackChunks }) : null;
     const relay = mode === "relay" ? await upload.relay(bulk, { stream, idleMs, onChunk: progress }) : null;
     let end: StoredMessage | null = null;
     const feed =

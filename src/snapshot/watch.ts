@@ -16,6 +16,12 @@ export interface SnapshotWatchOptions {
   idleMs: number;
   /** After each chunk. */
   onChunk?: () => void;
+  /**
+   * Ack each chunk to the server once seen, for servers whose bucket stream will not (2.14.10+,
+   * 2.15.3+: no ack to a JetStream reply subject): the watcher then paces the server, and the
+   * bucket's count of what it stored is checked at the end.
+   */
+  ackChunks?: boolean;
 }
 
 /**
@@ -24,17 +30,20 @@ export interface SnapshotWatchOptions {
  */
 export function watchSnapshot(bulk: BulkConnection, subject: string, sink: ChunkSink, opts: SnapshotWatchOptions): Promise<Watch> {
   let isEnd = false;
+  let reply: string | undefined;
   return watchSubject(
     bulk,
     subject,
     {
       begin: (msg) => {
         isEnd = snapshotMessage(opts.stream, msg) === "end";
+        reply = msg.reply;
       },
       part: (bytes) => sink.part(bytes),
       end: () => {
         if (isEnd) return "done";
         sink.endChunk();
+        if (opts.ackChunks && reply) bulk.publish(reply);
         opts.onChunk?.();
         return "more";
       },
