@@ -44,9 +44,14 @@ export interface StartedSnapshot {
 export function snapshotMessage(stream: string, msg: { size: number; headers?: MsgHdrs }): "chunk" | "end" {
   if (msg.size > 0) return "chunk";
   const status = msg.headers?.code ?? 0;
+  const text = msg.headers?.description ?? "";
+  // nats-server 2.12.5 to 2.14.x (2.14.10 included) end a snapshot whose last chunk is full with a
+  // bare "500" when no ack slot is free at that moment: they take the archive builder's error
+  // channel, closed once it finished, for an error. The archive is whole; every real failure,
+  // on every version, carries its error's words.
+  if (status === 500 && text === "") return "end";
   if (status !== 0 && status !== 204) {
-    const text = msg.headers?.description || "snapshot failed";
-    throw new BackupError(ErrorCode.Internal, `server ended the snapshot of ${stream} with ${status} ${text}`);
+    throw new BackupError(ErrorCode.Internal, `server ended the snapshot of ${stream} with ${status} ${text || "snapshot failed"}`);
   }
   return "end";
 }
