@@ -72,6 +72,10 @@ export class ArchiveUpload {
       failed = reject;
     });
     stored.catch(() => {});
+    /** Called once the bucket answered every chunk published so far, stored or refused (or can answer no more). */
+    const whenAnswered: (() => void)[] = [];
+    let acksLost = false;
+    const allAnswered = () => new Promise<void>((resolve) => (unstored.size === 0 || acksLost ? resolve() : whenAnswered.push(resolve)));
     // The bucket's publish acks: each names its chunk by the last token of its subject.
     const body: Buffer[] = [];
     let lastAckToken = "";
@@ -83,15 +87,20 @@ export class ArchiveUpload {
       end: () => {
         const answer = Buffer.concat(body.splice(0)).toString();
         const k = Number(lastAckToken);
+        const serverAck = unstored.get(k);
+        const known = unstored.delete(k);
+        if (unstored.size === 0) for (const answered of whenAnswered.splice(0)) answered();
         const error = storeError(answer);
         if (error) return failed?.(new BackupError(ErrorCode.Internal, `bucket ${this.bucket} did not store chunk ${k} of ${this.name}: ${error}`));
-        if (!unstored.has(k)) return;
-        const serverAck = unstored.get(k);
-        unstored.delete(k);
+        if (!known) return;
         if (serverAck) bulk.publish(serverAck);
         if (endSeen && unstored.size === 0) allStored();
       },
-      lost: (err) => failed?.(err),
+      lost: (err) => {
+        acksLost = true;
+        for (const answered of whenAnswered.splice(0)) answered();
+        failed?.(err);
+      },
     });
     let out: OutgoingPayload | null = null;
     const watch: Watch = await watchSubject(
@@ -132,6 +141,12 @@ export class ArchiveUpload {
         // A chunk the bucket refused ends the relay at once, in the bucket's words.
         await Promise.race([watch.ended, stored]);
         await withTimeout(stored, opts.idleMs, () => new BackupError(ErrorCode.Unavailable, `bucket ${this.bucket} did not store the last chunks of ${this.name} within ${opts.idleMs / 1000}s`));
+      } catch (err) {
+        // The bucket stores what it was sent a little later: a purge now would miss chunks still
+        // on their way in (seen on 2.10 with 8 MiB in flight), so wait for its answers, bounded.
+        watch.stop();
+        await withTimeout(allAnswered(), opts.idleMs, () => new Error("unanswered")).catch(() => {});
+        throw err;
       } finally {
         watch.stop();
         acksSub.unsubscribe();
@@ -141,10 +156,8 @@ export class ArchiveUpload {
     return {
       subject: deliver,
       ended,
-      stop: () => {
-        watch.stop();
-        acksSub.unsubscribe();
-      },
+      // `ended` then rejects, once the bucket answered what was published.
+      stop: () => watch.stop(),
     };
   }
 
@@ -264,7 +277,10 @@ export async function dropRevivedEnd(nc: NatsConnection, bucket: string, nuid: s
 export interface RelayedSnapshot {
   /** Where the server must send the snapshot. */
   subject: string;
-  /** Resolves once the end came and every chunk is stored; rejects with the server's or the bucket's words. */
+  /**
+   * Resolves once the end came and every chunk is stored; rejects with the server's or the
+   * bucket's words, once the bucket answered every chunk published (or after the idle time).
+   */
   ended: Promise<void>;
   stop(): void;
 }

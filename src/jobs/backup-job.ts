@@ -212,8 +212,11 @@ async function capture(
     } catch (err) {
       if (job.signal.aborted) err = BackupError.from(job.signal.reason);
       // The server goes on storing chunks until its snapshot ends: remove them after that (a
-      // relay's last publishes are waited for by the flush).
-      if (relay) await bulk.flush().catch(() => {});
+      // stopped relay ends once the bucket answered what it published).
+      if (relay) {
+        relay.stop();
+        await relay.ended.catch(() => {});
+      }
       await catalogue
         .discard(job.id, upload, relay ? 0 : idleMs)
         .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
