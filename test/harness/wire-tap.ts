@@ -28,10 +28,11 @@ export class SnapshotTap {
 
   private constructor() {}
 
-  /** Listens before anything is asked: the request, then everything sent on `_INBOX.>` and the bucket's chunk subjects. */
+  /** Listens before anything is asked: the requests, and everything sent on `_INBOX.>` and the bucket's chunk subjects. */
   static async start(nc: NatsConnection, stream: string, bucket = "backups"): Promise<SnapshotTap> {
     const tap = new SnapshotTap();
-    // The request reaches this connection before the server, having answered it, sends a chunk.
+    // Everything on the subjects a snapshot may be sent to is kept: the server may send its first
+    // chunks to this connection before the request that named the subject.
     tap.#subs.push(
       nc.subscribe(`$JS.API.STREAM.SNAPSHOT.${stream}`, {
         callback: (err, msg) => {
@@ -39,7 +40,6 @@ export class SnapshotTap {
           const { deliver_subject: deliver } = JSON.parse(msg.string()) as { deliver_subject?: string };
           if (!deliver) return;
           tap.deliverSubjects.push(deliver);
-          tap.#bySubject.set(deliver, []);
         },
       }),
     );
@@ -48,8 +48,8 @@ export class SnapshotTap {
         nc.subscribe(subject, {
           callback: (err, msg) => {
             if (err) return;
-            const seen = tap.#bySubject.get(msg.subject);
-            if (!seen) return;
+            let seen = tap.#bySubject.get(msg.subject);
+            if (!seen) tap.#bySubject.set(msg.subject, (seen = []));
             seen.push({
               size: msg.data.length,
               reply: msg.reply || null,
