@@ -19,6 +19,8 @@ export interface FrozenSnapshot {
 export class SnapshotFreezer {
   readonly frozen: FrozenSnapshot[] = [];
   readonly #subs: Subscription[] = [];
+  /** Ends seen before their request: the server can answer and finish a tiny snapshot before it hands the test its copy of the request. */
+  readonly #endedEarly: string[] = [];
   #frozenAt = 0;
   #guard: NodeJS.Timeout | undefined;
 
@@ -34,6 +36,8 @@ export class SnapshotFreezer {
       nc.subscribe(`$JS.API.STREAM.SNAPSHOT.${stream}`, {
         callback: (err, msg) => {
           if (err) return;
+          const early = freezer.#endedEarly.shift();
+          if (early !== undefined) return void freezer.frozen.push({ frozenMs: 0, ended: `${early}, before its request was seen` });
           freezer.#freeze();
           // The server's answer goes to the frozen service; a copy tells whether it went ahead.
           if (msg.reply) {
@@ -52,7 +56,9 @@ export class SnapshotFreezer {
         callback: (err, msg) => {
           if (err) return;
           const { error } = JSON.parse(msg.string()) as { error?: string };
-          freezer.#thaw(error ? `error: ${error}` : "complete");
+          const ended = error ? `error: ${error}` : "complete";
+          if (freezer.#frozenAt) freezer.#thaw(ended);
+          else freezer.#endedEarly.push(ended);
         },
       }),
     );
