@@ -11,6 +11,7 @@ import { objectNames } from "../src/catalogue/catalogue.ts";
 import { nameOfMetaSubject } from "../src/catalogue/object-format.ts";
 import { deleteObject, readMeta } from "../src/catalogue/object-writes.ts";
 import type { BackupManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
+import type { SweepReport } from "../src/jobs/sweeper.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { Collector } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
@@ -72,13 +73,14 @@ describe("commits, sweeps and locks under faults", () => {
   const serviceNcs: NatsConnection[] = [];
   const services: BackupService[] = [];
 
-  async function addInstance(sweep: Record<string, number>): Promise<BackupService> {
+  /** A service instance, and the report of the sweep it ran at its start (none runs unasked after it). */
+  async function addInstance(sweep: Record<string, number>): Promise<{ svc: BackupService; firstSweep: SweepReport }> {
     const snc = await server.connect();
     serviceNcs.push(snc);
     const svc = await startService(snc, { sweep: { intervalMs: 3_600_000, ...sweep } });
-    await svc.sweeper.sweep(); // the one it started with: none runs unasked after this
+    const firstSweep = await svc.sweeper.sweep(); // (shares the sweep it started with)
     services.push(svc);
-    return svc;
+    return { svc, firstSweep };
   }
 
   let svc: BackupService;
@@ -88,7 +90,7 @@ describe("commits, sweeps and locks under faults", () => {
     nc = await server.connect();
     await makeStream(nc, "ORDERS", { messages: 300 });
     // Every running job counts as stale to it, so that what keeps it off a job is the rule under test.
-    svc = await addInstance({ staleJobMs: 0, silentJobMs: 0 });
+    ({ svc } = await addInstance({ staleJobMs: 0, silentJobMs: 0 }));
   });
   after(async () => {
     for (const gate of gates) gate.open();
@@ -175,7 +177,6 @@ describe("commits, sweeps and locks under faults", () => {
   });
 
   test("a job another instance's sweeper took over stops: one terminal event, nothing committed, nothing left", async () => {
-    const other = await addInstance({ staleJobMs: 0, silentJobMs: 0 });
     const gate = new Gate();
     gateOnce(svc.catalogue, "commit", gate);
     const started = await request<JobStarted>(nc, "$BACKUP.stream.ORDERS", {});
@@ -183,9 +184,10 @@ describe("commits, sweeps and locks under faults", () => {
     const id = started.body.id;
     const events = await Collector.start(nc, started.body.status_subject);
     const job = svc.runner.running(id);
-    assert.ok(job, "the job runs on the first instance");
+    assert.ok(job, "the job runs on the first instance, the only one yet");
     await gate.entered;
-    const report = await other.sweeper.sweep();
+    // Another instance only now, so that the request above could not go to it; its first sweep takes the job over.
+    const { svc: other, firstSweep: report } = await addInstance({ staleJobMs: 0, silentJobMs: 0 });
     assert.deepEqual(report.abandonedJobs, [id]);
     gate.open();
     const ended = await job.done;
