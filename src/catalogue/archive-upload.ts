@@ -219,11 +219,18 @@ export class ArchiveUpload {
   }
 
   /** The stream stores what it is sent a little after the sender sent it: wait, within bounds, for the count. */
-  async #storedAtLeast(expected: number, timeoutMs = 10_000): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
+  async #storedAtLeast(expected: number, quietMs = 10_000): Promise<number> {
+    // Until the count reaches it, or stops growing for `quietMs` (a replicated bucket may trail a
+    // watcher that acked what it saw by more than any fixed time on a large archive).
+    let last = -1;
+    let lastChange = Date.now();
     while (true) {
       const stored = (await subjectCounts(this.nc, this.bucket, this.subject))[this.subject] ?? 0;
-      if (stored >= expected || Date.now() > deadline) return stored;
+      if (stored !== last) {
+        last = stored;
+        lastChange = Date.now();
+      }
+      if (stored >= expected || Date.now() - lastChange > quietMs) return stored;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
