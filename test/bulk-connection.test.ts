@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Capabilities, parseServerVersion } from "../src/jetstream/server-version.ts";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
@@ -506,10 +505,8 @@ describe("bulk connection: permissions", () => {
       assert.equal(reply.errorCode, 403, reply.raw);
       assert.match(reply.errorHeader ?? "", /Permissions Violation for Subscription to "?_INBOX\./);
       assert.match(reply.errorHeader ?? "", /needs permission to subscribe to _INBOX\./);
-      // Where the server writes into the bucket, the watch on the chunks was refused first and the
-      // backup took the snapshot again the careful way; elsewhere the relay's inbox was refused at once.
-      const watched = Capabilities.answersJetStreamReplies(parseServerVersion(server.version.text)!);
-      assert.equal(warnings.some((w) => /snapshot watch lost/.test(w)), watched, JSON.stringify(warnings));
+      // First the watch on the chunks was refused, and the backup took the snapshot again the careful way.
+      assert.ok(warnings.some((w) => /snapshot watch lost/.test(w)), JSON.stringify(warnings));
     } finally {
       await svc.stop();
       await serviceNc.close();
