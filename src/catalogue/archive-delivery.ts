@@ -62,7 +62,7 @@ export async function deliverArchive(
     part: (bytes) => void answerBody.push(Buffer.from(bytes)),
     end: () => {
       const failure = opts.answerError(Buffer.concat(answerBody.splice(0)).toString());
-      if (failure) return settle(failure);
+      if (failure) return refuse(failure);
       const ack = unanswered.get(Number(answerToken));
       if (!ack) return;
       unanswered.delete(Number(answerToken));
@@ -72,6 +72,20 @@ export async function deliverArchive(
     },
     lost: (err) => settle(err),
   });
+
+  /**
+   * The restore refused a chunk (2.12.6+ answer a failing chunk at once; it was likely damaged):
+   * the rest of the archive is still read and checked, without being sent, so that a damaged
+   * archive is named as such, and the server's words are the error only when the archive is whole.
+   */
+  let refused: Error | null = null;
+  const refuse = (failure: Error) => {
+    if (refused) return;
+    refused = failure;
+    for (const ack of unanswered.values()) ack();
+    unanswered.clear();
+    if (check.complete) settle(failure);
+  };
 
   let current: StoredMessage | null = null;
   let out: OutgoingPayload | null = null;
@@ -83,18 +97,24 @@ export async function deliverArchive(
     {
       begin: (msg) => {
         current = msg;
+        out = null;
+        if (refused) return;
         const k = ++sent;
         unanswered.set(k, msg.ack);
         out = bulk.publishPayload(restoreSubject, `${answers}.${k}`, msg.size);
       },
       part: (bytes) => {
         check.part(bytes);
-        out!.write(bytes);
+        out?.write(bytes);
       },
       end: () => {
-        // Counted and, at the last chunk, verified whole before the restore is given it.
-        check.endChunk(current!.pending);
-        out!.end();
+        // Counted and, at the last chunk, verified whole (or thrown as damaged) before the restore is given it.
+        const whole = check.endChunk(current!.pending) === "done";
+        if (!out) {
+          if (whole && refused) settle(refused);
+          return "more";
+        }
+        out.end();
         return "held";
       },
     },
