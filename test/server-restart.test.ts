@@ -65,7 +65,8 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
     assert.ok(state);
     initial = state;
     original = await fingerprint(nc, Stream);
-    svc = await ServiceProcess.start(server.url, Options);
+    // Its warnings on stderr: a failure below says what the service saw.
+    svc = await ServiceProcess.start(server.url, Options, { env: { TEST_LOG_LEVEL: "warn" } });
   });
 
   after(async () => {
@@ -114,7 +115,9 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
         continue;
       }
       await server.restart();
-      const record = await waitForRecord(nc, started.body.id, (r) => r.state !== "running", 120_000);
+      const record = await waitForRecord(nc, started.body.id, (r) => r.state !== "running", 120_000).catch((err: Error) => {
+        throw new Error(`${err.message}; the service ${svc.alive ? "runs" : "exited"}; its log ends:\n${svc.log.slice(-4000)}`);
+      });
       return { id: started.body.id, record, bytesAtRestart: moving.progress.bytes, attempts: attempt };
     }
     throw new Error(`every ${operation} ended before the server could be restarted`);

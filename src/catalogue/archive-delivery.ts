@@ -52,6 +52,7 @@ export async function deliverArchive(
   const delivered = new Promise<void>((resolve, reject) => {
     settle = (err) => (err ? reject(err) : resolve());
   });
+  delivered.catch(() => {}); // awaited below; it may fail (the connection broke) before that
 
   const answerBody: Buffer[] = [];
   let answerToken = "";
