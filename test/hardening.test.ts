@@ -17,40 +17,7 @@ import { Collector } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { bucketView, fingerprint } from "./harness/proc-checks.ts";
 import { request, startService } from "./harness/service.ts";
-
-/** Every gate made, opened when the file ends: a test that failed while holding one must not hang the service's stop. */
-const gates: Gate[] = [];
-
-/** A promise the test opens: `entered` resolves when the code under test reached it. */
-class Gate {
-  constructor() {
-    gates.push(this);
-  }
-  #open!: () => void;
-  #entered!: () => void;
-  readonly opened = new Promise<void>((resolve) => (this.#open = resolve));
-  readonly entered = new Promise<void>((resolve) => (this.#entered = resolve));
-  async pass(): Promise<void> {
-    this.#entered();
-    await this.opened;
-  }
-  open(): void {
-    this.#open();
-  }
-}
-
-/** Makes `obj[method]` wait at `gate` once, before it runs. */
-function gateOnce<T extends object, K extends keyof T>(obj: T, method: K, gate: Gate): void {
-  const original = obj[method] as (...args: unknown[]) => Promise<unknown>;
-  let used = false;
-  obj[method] = (async (...args: unknown[]) => {
-    if (!used) {
-      used = true;
-      await gate.pass();
-    }
-    return original.apply(obj, args);
-  }) as T[K];
-}
+import { Gate, gateOnce, openAllGates } from "./harness/gate.ts";
 
 /** Makes the next publish of a manifest's metadata fail as if its answer was lost, before or after it is stored. */
 function loseManifestWriteOnce(js: JetStreamClient, bucket: string, stored: boolean): void {
@@ -93,7 +60,7 @@ describe("commits, sweeps and locks under faults", () => {
     ({ svc } = await addInstance({ staleJobMs: 0, silentJobMs: 0 }));
   });
   after(async () => {
-    for (const gate of gates) gate.open();
+    openAllGates();
     for (const s of services) await s.stop();
     for (const snc of serviceNcs) await snc.close();
     await nc?.close();

@@ -262,6 +262,24 @@ export class BulkConnection {
     };
   }
 
+  /**
+   * Replies to the requests this connection sends with reply subjects `<prefix>.<token>`: each
+   * reply whole (replies are small: acks, errors), with the token of the request it answers.
+   */
+  subscribeReplies(prefix: string, handler: { reply(token: string, text: string): void; lost(err: Error): void }): BulkSubscription {
+    const body: Buffer[] = [];
+    let token = "";
+    return this.subscribe(`${prefix}.*`, {
+      begin: (msg) => {
+        token = msg.subject.slice(prefix.length + 1);
+        body.length = 0;
+      },
+      part: (bytes) => void body.push(Buffer.from(bytes)),
+      end: () => handler.reply(token, Buffer.concat(body).toString()),
+      lost: (err) => handler.lost(err),
+    });
+  }
+
   /** Publishes an empty message (an ack). */
   publish(subject: string): void {
     if (this.#failure) throw this.#failure;

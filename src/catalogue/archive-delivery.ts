@@ -54,19 +54,13 @@ export async function deliverArchive(
   });
   delivered.catch(() => {}); // awaited below; it may fail (the connection broke) before that
 
-  const answerBody: Buffer[] = [];
-  let answerToken = "";
-  const answerSub = bulk.subscribe(`${answers}.*`, {
-    begin: (msg) => {
-      answerToken = msg.subject.slice(answers.length + 1);
-    },
-    part: (bytes) => void answerBody.push(Buffer.from(bytes)),
-    end: () => {
-      const failure = opts.answerError(Buffer.concat(answerBody.splice(0)).toString());
+  const answerSub = bulk.subscribeReplies(answers, {
+    reply: (token, text) => {
+      const failure = opts.answerError(text);
       if (failure) return refuse(failure);
-      const ack = unanswered.get(Number(answerToken));
+      const ack = unanswered.get(Number(token));
       if (!ack) return;
-      unanswered.delete(Number(answerToken));
+      unanswered.delete(Number(token));
       ack();
       opts.onProgress?.(++answered);
       if (answered === archive.chunks) settle();

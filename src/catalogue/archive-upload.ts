@@ -76,17 +76,10 @@ export class ArchiveUpload {
     const whenAnswered: (() => void)[] = [];
     let acksLost = false;
     const allAnswered = () => new Promise<void>((resolve) => (unstored.size === 0 || acksLost ? resolve() : whenAnswered.push(resolve)));
-    // The bucket's publish acks: each names its chunk by the last token of its subject.
-    const body: Buffer[] = [];
-    let lastAckToken = "";
-    const acksSub = bulk.subscribe(`${acks}.*`, {
-      begin: (msg) => {
-        lastAckToken = msg.subject.slice(acks.length + 1);
-      },
-      part: (bytes) => void body.push(Buffer.from(bytes)),
-      end: () => {
-        const answer = Buffer.concat(body.splice(0)).toString();
-        const k = Number(lastAckToken);
+    // The bucket's publish acks, each naming its chunk.
+    const acksSub = bulk.subscribeReplies(acks, {
+      reply: (token, answer) => {
+        const k = Number(token);
         const serverAck = unstored.get(k);
         const known = unstored.delete(k);
         if (unstored.size === 0) for (const answered of whenAnswered.splice(0)) answered();
