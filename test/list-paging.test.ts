@@ -9,9 +9,8 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { BackupManifest } from "../src/mod.ts";
 import { ListLimit } from "../src/protocol/schemas.ts";
-import { fakeManifest, writeManifests } from "./harness/fake-manifests.ts";
-import { NatsServer } from "./harness/nats-server.ts";
-import { request, startRig, startService, type ServiceRig } from "./harness/service.ts";
+import { fakeManifest, writeManifests } from "./harness/manifests.ts";
+import { request, startRig, type ServiceRig } from "./harness/service.ts";
 
 interface Page {
   backups: BackupManifest[];
@@ -119,22 +118,7 @@ describe("$BACKUP.list replies fit the server's max_payload", () => {
   const written: BackupManifest[] = [];
 
   before(async () => {
-    const server = await NatsServer.start({ config: `max_payload: ${MaxPayload}` });
-    const serviceNc = await server.connect();
-    const nc = await server.connect();
-    const svc = await startService(serviceNc, { sweep: NoSweeps });
-    rig = {
-      server,
-      serviceNc,
-      nc,
-      svc,
-      stop: async () => {
-        await svc.stop();
-        await serviceNc.close();
-        await nc.close();
-        await server.stop();
-      },
-    };
+    rig = await startRig({ sweep: NoSweeps }, { config: `max_payload: ${MaxPayload}` });
     // About 1.1 KB of JSON each, with the longest tag a backup request takes: a page of 1024 would be over 1 MB.
     const start = Date.now() - 3_600_000;
     for (let i = 0; i < 200; i++) written.push(fakeManifest("BIG", start + i * 1_000, { tag: "t".repeat(256) }));

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { BackupManifest } from "../src/mod.ts";
-import { fakeManifest, writeManifests } from "./harness/fake-manifests.ts";
+import { fakeManifest, writeManifests } from "./harness/manifests.ts";
 import { waitUntil } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { request } from "./harness/service.ts";

@@ -14,7 +14,7 @@ import Ajv2020Module from "ajv/dist/2020.js";
 import type { BackupManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
 import { durationMs } from "../src/protocol/duration.ts";
 import type { PruneReply } from "../src/protocol/schemas.ts";
-import { fakeManifest, writeManifests } from "./harness/fake-manifests.ts";
+import { fakeManifest, writeManifests } from "./harness/manifests.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { Gate, gateOnce } from "./harness/gate.ts";
 import { bucketView } from "./harness/proc-checks.ts";

@@ -10,8 +10,7 @@ import { Objm } from "@nats-io/obj";
 import { objectNames } from "../../src/catalogue/catalogue.ts";
 import { putSmallObject } from "../../src/catalogue/object-writes.ts";
 import type { BackupManifest } from "../../src/mod.ts";
-import { ulidAt } from "./fake-manifests.ts";
-import { writeManifest } from "./manifests.ts";
+import { ulidAt, writeManifest } from "./manifests.ts";
 
 /** Stores a new backup of `like.stream`, newer than any before, whose archive is `archive`; returns its manifest. */
 export async function plantBackup(nc: NatsConnection, like: BackupManifest, archive: Uint8Array, bucket = "backups"): Promise<BackupManifest> {

@@ -1,7 +1,7 @@
 /** The service under test, on its own connection, and a client that speaks to it like `nats req`. */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { pino, type Logger } from "pino";
-import { NatsServer } from "./nats-server.ts";
+import { NatsServer, type ServerOptions } from "./nats-server.ts";
 import { startBackupService, type BackupService, type BackupServiceOptions } from "../../src/mod.ts";
 
 export interface Reply<T = unknown> {
@@ -58,8 +58,8 @@ export interface ServiceRig {
   stop(): Promise<void>;
 }
 
-export async function startRig(opts: BackupServiceOptions = {}): Promise<ServiceRig> {
-  const server = await NatsServer.start();
+export async function startRig(opts: BackupServiceOptions = {}, serverOpts: ServerOptions = {}): Promise<ServiceRig> {
+  const server = await NatsServer.start(serverOpts);
   const serviceNc = await server.connect();
   const nc = await server.connect();
   const svc = await startService(serviceNc, opts);
