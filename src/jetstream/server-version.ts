@@ -65,6 +65,16 @@ export const Capabilities = {
   /** Memory-storage streams can be snapshotted (2.15+; before, "snapshot failed: no impl"). */
   snapshotsMemoryStreams: (v: ServerVersion) => atLeast(v, 2, 15),
 
+  /**
+   * The restore stages the upload in a file and builds the stream at the end (before 2.12.6).
+   * Its chunk handler runs on the sender's connection and hands a failure (a write error, the
+   * account's storage limit) to a one-slot channel that is read once: a third failing chunk, or
+   * an `abort` after a failed one, blocks that connection on the server for good (its inbound
+   * messages, acks included, are never read again). So at most two chunks may be in flight, and
+   * nothing is sent after the restore refused a chunk.
+   */
+  stagesRestores: (v: ServerVersion) => !atLeast(v, 2, 12, 6),
+
   /** The snapshot's archive format: v2 (`NATSARC1` in S2) from 2.15, a tar in S2 before. */
   archiveFormat: (v: ServerVersion): ArchiveFormat => (atLeast(v, 2, 15) ? "v2" : "v1"),
 } as const;

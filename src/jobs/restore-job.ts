@@ -10,9 +10,9 @@ import { BackupError } from "../protocol/errors.ts";
 import type { BackupManifest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
 import type { Logger } from "pino";
 import { deleteStream, JetStreamApiError, JsErrCode, streamSummary, streamExists } from "../jetstream/jsapi.ts";
-import { canRestoreFormat, parseServerVersion } from "../jetstream/server-version.ts";
+import { Capabilities, canRestoreFormat, parseServerVersion } from "../jetstream/server-version.ts";
 import { rawMembers, rawObject } from "../jetstream/raw-json.ts";
-import { chunkAnswerError, startRestore } from "../snapshot/restore.ts";
+import { startRestore } from "../snapshot/restore.ts";
 import { BulkConnectionError } from "../bulk/bulk-connection.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
@@ -75,10 +75,11 @@ export async function restoreStream(
     job.progress(0, 0, archive.size);
     const log = ctx.log.child({ job: job.id });
     const delivered = catalogue.deliverArchive(bulk, archive, session.deliverSubject, {
-      window: ctx.tuning.restoreWindow,
+      // A server that stages the upload must never have more than two failing chunks in flight.
+      window: target && Capabilities.stagesRestores(target) ? Math.min(2, ctx.tuning.restoreWindow) : ctx.tuning.restoreWindow,
       idleMs: ctx.tuning.snapshotIdleMs,
       signal: job.signal,
-      answerError: (text) => chunkAnswerError(stream, text),
+      answerError: (text) => session.chunkAnswer(text),
       onProgress: (chunks) => job.progress(Math.round((archive.size * chunks) / Math.max(1, archive.chunks)), chunks, archive.size),
     });
     delivered.catch(() => {}); // when the connection drops first, it may still reject later

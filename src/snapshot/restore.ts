@@ -59,6 +59,17 @@ export class RestoreSession {
     return text;
   }
 
+  /**
+   * The error in the server's answer to one chunk (see `chunkAnswerError`). An error means the
+   * server ended its restore: nothing more is sent to it, not even `abort`, which a server before
+   * 2.12.6 would block on (see `Capabilities.stagesRestores`).
+   */
+  chunkAnswer(text: string): BackupError | null {
+    const failure = chunkAnswerError(this.stream, text);
+    if (failure) this.#done = true;
+    return failure;
+  }
+
   /** Tells the server to drop the upload: a chunk without a reply subject aborts a restore. */
   abort(): void {
     this.#lost.stop();
@@ -98,7 +109,7 @@ export async function startRestore(
  * The error in the restore's answer to one chunk: none when empty (taken); `-ERR '…'` text up to
  * 2.12.5, a JSON error from 2.12.6 (which then answers no later chunk).
  */
-export function chunkAnswerError(stream: string, text: string): BackupError | null {
+function chunkAnswerError(stream: string, text: string): BackupError | null {
   return text.length === 0 ? null : replyError(stream, text);
 }
 
