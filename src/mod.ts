@@ -3,8 +3,14 @@ export { startBackupService, Defaults, type BackupService, type BackupServiceOpt
 export { BackupError, ErrorCode, type ApiErrorBody } from "./protocol/errors.ts";
 export { Subjects, Endpoints, ServiceName } from "./protocol/subjects.ts";
 export type {
+  AccountContents,
+  AccountManifest,
+  AccountRestoreResult,
+  BackupAccountRequest,
   BackupManifest,
   BackupStreamRequest,
+  RestoreAccountRequest,
+  StreamManifest,
   JobRecord,
   JobStarted,
   RestoreResult,

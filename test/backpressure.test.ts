@@ -3,7 +3,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { jsApi, waitUntil } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { ServiceProcess, stopAllServices } from "./harness/proc-service.ts";
@@ -136,7 +136,7 @@ describe("a snapshot that outruns the service", () => {
     const stored = await fingerprint(nc, "FAST");
     const backup = await request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
     assert.equal(backup.errorCode, null, backup.raw);
-    const manifest = backup.body.result as BackupManifest;
+    const manifest = backup.body.result as StreamManifest;
     await (await jetstreamManager(nc)).streams.delete("FAST");
     const slowBefore = slowConsumers();
     // The bucket's consumer that feeds the relay starts delivering as it is created.
@@ -173,7 +173,7 @@ describe("a snapshot that outruns the service", () => {
   }
 
   async function restoreAndCompare(reply: { body: JobRecord }, stored: string[]): Promise<void> {
-    const manifest = reply.body.result as BackupManifest;
+    const manifest = reply.body.result as StreamManifest;
     assert.ok(manifest.size > 20 * MiB, `archive of ${manifest.size} bytes`);
     await (await jetstreamManager(nc)).streams.delete("FAST");
     const restored = await request<JobRecord>(nc, "$RESTORE.stream.FAST", { wait: true, backup: manifest.id }, 120_000);

@@ -11,7 +11,7 @@ import type { NodeConnectionOptions } from "@nats-io/transport-node";
 import { BulkConnection, BulkConnectionError, type BulkHandler, type BulkMessage } from "../src/bulk/bulk-connection.ts";
 import { ProtocolReader, type ProtocolEvents } from "../src/bulk/protocol-reader.ts";
 import { settingsLike } from "../src/bulk/connection-settings.ts";
-import { BackupError, type BackupManifest, type JobRecord } from "../src/mod.ts";
+import { BackupError, type StreamManifest, type JobRecord } from "../src/mod.ts";
 import { NatsServer, freePort, needsServer } from "./harness/nats-server.ts";
 import { certificateAuthority, issue, opensslMissing, serverTlsBlock, type Certificate, type CertificateAuthority } from "./harness/tls.ts";
 import { operatorSetup } from "./harness/operator.ts";
@@ -190,7 +190,7 @@ async function roundTrip(serviceNc: NatsConnection, options: NodeConnectionOptio
     const original = await fingerprint(client, stream);
     const backup = await request<JobRecord>(client, `$BACKUP.stream.${stream}`, { wait: true, chunk_size: 65536 }, 60_000);
     assert.equal(backup.errorCode, null, backup.raw);
-    const manifest = backup.body.result as BackupManifest;
+    const manifest = backup.body.result as StreamManifest;
     assert.ok(manifest.chunks > 2, `archive of ${manifest.chunks} chunks`);
     await (await jetstreamManager(client)).streams.delete(stream);
     const restored = await request<JobRecord>(client, `$RESTORE.stream.${stream}`, { wait: true, backup: manifest.id }, 60_000);

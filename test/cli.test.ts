@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { nkeys, type NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NodeConnectionOptions } from "@nats-io/transport-node";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { connectionOptions } from "../src/cli/connect.ts";
 import { NatsServer, freePort, needsServer } from "./harness/nats-server.ts";
 import { request } from "./harness/service.ts";
@@ -111,7 +111,7 @@ describe("nats-backup serve", () => {
     const info = await nc.request(`$SRV.INFO.backup.${ping.id}`, "", { timeout: 5000 });
     assert.equal(info.json<{ metadata: Record<string, string> }>().metadata.bucket, "b1");
 
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(list.errorCode, null, list.raw);
     assert.deepEqual(list.body, { backups: [] });
     const streams = await nc.request("$JS.API.STREAM.NAMES", "", { timeout: 5000 });
@@ -130,7 +130,7 @@ describe("nats-backup serve", () => {
     const ping = await waitForService(child, nc);
     const info = await nc.request(`$SRV.INFO.backup.${ping.id}`, "", { timeout: 5000 });
     assert.equal(info.json<{ metadata: Record<string, string> }>().metadata.bucket, "b2");
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.deepEqual(list.body, { backups: [] });
     process.kill(child.proc.pid!, "SIGTERM");
     const { code } = await exitWithin(child, 30_000);
@@ -236,7 +236,7 @@ async function backupAndRestore(nc: NatsConnection, stream: string): Promise<voi
   const original = await fingerprint(nc, stream);
   const backup = await request<JobRecord>(nc, `$BACKUP.stream.${stream}`, { wait: true, chunk_size: 65536 }, 60_000);
   assert.equal(backup.errorCode, null, backup.raw);
-  const manifest = backup.body.result as BackupManifest;
+  const manifest = backup.body.result as StreamManifest;
   await (await jetstreamManager(nc)).streams.delete(stream);
   const restored = await request<JobRecord>(nc, `$RESTORE.stream.${stream}`, { wait: true, backup: manifest.id }, 60_000);
   assert.equal(restored.errorCode, null, restored.raw);

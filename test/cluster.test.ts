@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, BackupService, JobRecord, RestoreResult } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord, RestoreResult } from "../src/mod.ts";
 import { Catalogue, objectNames } from "../src/catalogue/catalogue.ts";
 import { NatsCluster, NatsServer } from "./harness/nats-server.ts";
 import { consumerStates, makeStream, readStream, type ConsumerSnapshot, type StoredMessage } from "./harness/fixtures.ts";
@@ -142,7 +142,7 @@ async function consumersConverge(
  * acks pending back to its ack floor, so those messages are delivered again (stream_backup.go,
  * `consumerStateFromInfo`): every delivery above the floor becomes pending again.
  */
-function restoredConsumers(original: ConsumerSnapshot[], backup: BackupManifest): ConsumerSnapshot[] {
+function restoredConsumers(original: ConsumerSnapshot[], backup: StreamManifest): ConsumerSnapshot[] {
   if (backup.archive_format !== "v2" || !backup.server.cluster) return original;
   return original.map((c) =>
     c.num_ack_pending === 0
@@ -176,7 +176,7 @@ describe("a 3-node JetStream cluster", { timeout: 600_000 }, () => {
   let serviceServer: string;
   let messages: StoredMessage[];
   let consumers: ConsumerSnapshot[];
-  let backup: BackupManifest;
+  let backup: StreamManifest;
 
   before(async () => {
     cluster = await NatsCluster.start(3, { tags });
@@ -217,7 +217,7 @@ describe("a 3-node JetStream cluster", { timeout: 600_000 }, () => {
     const reply = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true }, 180_000);
     assert.equal(reply.errorCode, null, reply.raw);
     assert.equal(reply.body.state, "completed", reply.raw);
-    backup = reply.body.result as BackupManifest;
+    backup = reply.body.result as StreamManifest;
     assert.equal(backup.stream, Stream);
     assert.equal(backup.messages, messages.length);
     assert.equal(backup.last_seq, Messages);
@@ -315,7 +315,7 @@ describe("a 3-node JetStream cluster", { timeout: 600_000 }, () => {
     test("becomes R1 with a warning, every message kept", async () => {
       assert.ok(backup, "the backup of the earlier test");
       // The manifest as the cluster's service knows it.
-      const info = await request<BackupManifest>(nc, `$BACKUP.info.${backup.id}`);
+      const info = await request<StreamManifest>(nc, `$BACKUP.info.${backup.id}`);
       assert.equal(info.errorCode, null, info.raw);
       const manifest = info.body;
 
@@ -333,7 +333,7 @@ describe("a 3-node JetStream cluster", { timeout: 600_000 }, () => {
       assert.equal(copied?.digest, manifest.sha256, "the copy has the digest the manifest recorded");
       const catalogue = await Catalogue.open(singleNc, { bucket: "backups" });
       await catalogue.commit(manifest);
-      const listed = await request<{ backups: BackupManifest[] }>(singleNc, "$BACKUP.list", { stream: Stream });
+      const listed = await request<{ backups: StreamManifest[] }>(singleNc, "$BACKUP.list", { stream: Stream });
       assert.equal(listed.errorCode, null, listed.raw);
       assert.deepEqual(listed.body.backups.map((b) => b.id), [manifest.id]);
 

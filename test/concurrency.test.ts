@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, JobRecord, JobStarted, RestoreResult } from "../src/mod.ts";
+import type { StreamManifest, JobRecord, JobStarted, RestoreResult } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { request, type Reply } from "./harness/service.ts";
@@ -62,7 +62,7 @@ describe("two instances, many requests at once", { timeout: 900_000 }, () => {
     for (const s of RestoreStreams) {
       const r = await request<JobRecord>(nc, `$BACKUP.stream.${s}`, { wait: true }, 120_000);
       assert.equal(r.errorCode, null, r.raw);
-      restoreBackups.set(s, (r.body.result as BackupManifest).id);
+      restoreBackups.set(s, (r.body.result as StreamManifest).id);
       await jsm.streams.delete(s);
     }
   });
@@ -176,7 +176,7 @@ describe("two instances, many requests at once", { timeout: 900_000 }, () => {
       // lie inside the job's hold of the stream: they must not overlap between two backups.
       const spans = results
         .filter((r) => r.stream === s && r.outcome === "completed")
-        .map((r) => r.reply.body.result as BackupManifest)
+        .map((r) => r.reply.body.result as StreamManifest)
         .map((m) => ({ id: m.id, from: Date.parse(m.created), to: Date.parse(m.completed) }))
         .sort((x, y) => x.from - y.from);
       assert.ok(spans.length >= 1, `at least one backup of ${s} completed`);

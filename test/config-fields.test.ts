@@ -13,7 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { headers, type NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { objectNames } from "../src/catalogue/catalogue.ts";
 import { serverAtLeast, serverVersion } from "./harness/binaries.ts";
 import { readStream } from "./harness/fixtures.ts";
@@ -107,7 +107,7 @@ describe("configuration fields survive backup and restore", () => {
 
       const done = await request<JobRecord>(nc, `$BACKUP.stream.${stream}`, { wait: true }, 120_000);
       assert.equal(done.errorCode, null, done.raw);
-      const manifest = done.body.result as BackupManifest;
+      const manifest = done.body.result as StreamManifest;
       assert.deepEqual(manifest.consumers, ["C1"]);
 
       const os = await new Objm(jetstream(nc)).open(rig.svc.bucket);
@@ -161,7 +161,7 @@ describe("a stream whose first message is at its first_seq", () => {
 
     const done = await request<JobRecord>(nc, "$BACKUP.stream.CFG_FIRST", { wait: true }, 120_000);
     assert.equal(done.errorCode, null, done.raw);
-    assert.equal((done.body.result as BackupManifest).messages, 10);
+    assert.equal((done.body.result as StreamManifest).messages, 10);
     await jsApi(nc, "STREAM.DELETE.CFG_FIRST");
     const restored = await request<JobRecord>(nc, "$RESTORE.stream.CFG_FIRST", { wait: true }, 120_000);
     assert.equal(restored.errorCode, null, restored.raw);

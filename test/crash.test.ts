@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test, type TestContext } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { consumerStates, makeStream, type ConsumerSnapshot } from "./harness/fixtures.ts";
 import { request } from "./harness/service.ts";
@@ -205,7 +205,7 @@ describe("kill -9 of the service during a backup", { timeout: 900_000 }, () => {
     const cleanAfterMs = Date.now() - sweptFrom;
 
     if (listed) {
-      const info = await request<BackupManifest>(nc, `$BACKUP.info.${id}`);
+      const info = await request<StreamManifest>(nc, `$BACKUP.info.${id}`);
       assert.equal(info.errorCode, null, info.raw);
       const manifest = info.body;
       const archive = clean.mine.find((o) => o.name === `${id}/stream.tar.s2`);
@@ -241,7 +241,7 @@ describe("kill -9 of the service during a backup", { timeout: 900_000 }, () => {
     );
     assert.equal(again.state, "completed");
     assert.equal(again.instance, svc.id);
-    const manifest = again.result as BackupManifest;
+    const manifest = again.result as StreamManifest;
     assert.equal(manifest.messages, original.messages);
     assert.equal(manifest.last_seq, original.last_seq);
     if (lastRebackup) {

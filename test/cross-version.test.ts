@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import type { BackupManifest, BackupService, JobRecord, RestoreResult } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord, RestoreResult } from "../src/mod.ts";
 import { compareVersions, natsServerBin, serverVersion } from "./harness/binaries.ts";
 import { copyBackup } from "./harness/copy-backup.ts";
 import { consumerStates, makeStream, readStream } from "./harness/fixtures.ts";
@@ -93,7 +93,7 @@ describe("a backup taken on an older server restores onto the newest", () => {
       const oldVersion = source.version!.text;
       const newVersion = newest.version!.text;
       const old = await startSide(source.bin!);
-      let manifest: BackupManifest;
+      let manifest: StreamManifest;
       let messages: Awaited<ReturnType<typeof readStream>>;
       let consumers: Awaited<ReturnType<typeof consumerStates>>;
       let oldConfig: string;
@@ -119,7 +119,7 @@ describe("a backup taken on an older server restores onto the newest", () => {
 
         const done = await request<JobRecord>(old.nc, `$BACKUP.stream.${name}`, { wait: true }, 120_000);
         assert.equal(done.errorCode, null, done.raw);
-        manifest = done.body.result as BackupManifest;
+        manifest = done.body.result as StreamManifest;
         assert.equal(manifest.server?.version, oldVersion, "the manifest records the server that took it");
         assert.equal(manifest.archive_format, "v1");
         assert.equal(manifest.messages, 81);
@@ -130,7 +130,7 @@ describe("a backup taken on an older server restores onto the newest", () => {
       }
 
       const nc = target!.nc;
-      const listed = await request<BackupManifest>(nc, `$BACKUP.info.${manifest.id}`);
+      const listed = await request<StreamManifest>(nc, `$BACKUP.info.${manifest.id}`);
       assert.equal(listed.errorCode, null, listed.raw);
       assert.deepEqual(listed.body, manifest, "the newest server's service knows the backup as it was taken");
 
@@ -171,12 +171,12 @@ describe("a 2.15 archive copied to a 2.14 server", () => {
 
   test("is refused before anything is created, the error naming both versions", { skip, timeout: 180_000 }, async () => {
     const source = await startSide(newest.bin!);
-    let manifest: BackupManifest;
+    let manifest: StreamManifest;
     try {
       await makeStream(source.nc, "XV_V2", { messages: 40 });
       const done = await request<JobRecord>(source.nc, "$BACKUP.stream.XV_V2", { wait: true }, 120_000);
       assert.equal(done.errorCode, null, done.raw);
-      manifest = done.body.result as BackupManifest;
+      manifest = done.body.result as StreamManifest;
       assert.equal(manifest.archive_format, "v2");
       assert.equal(manifest.server?.version, newest.version!.text);
       const side = await startSide(older.bin!);
@@ -230,7 +230,7 @@ describe("a backup with a field an older server does not know", () => {
       assert.equal(memberText((await streamConfigText(source.nc, "XV_FIELD")).config, "allow_batched"), "true");
       const done = await request<JobRecord>(source.nc, "$BACKUP.stream.XV_FIELD", { wait: true }, 120_000);
       assert.equal(done.errorCode, null, done.raw);
-      const manifest = done.body.result as BackupManifest;
+      const manifest = done.body.result as StreamManifest;
       assert.equal(manifest.archive_format, "v1");
       const side = await startSide(older.bin!);
       try {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { request, startService, type Reply } from "./harness/service.ts";
@@ -27,7 +27,7 @@ describe("bad requests", () => {
   let nc: NatsConnection;
   let svc: BackupService;
   let status: Collector;
-  let otherBackup: BackupManifest;
+  let otherBackup: StreamManifest;
 
   /** The streams a request names or could create, without the service's own job and lock buckets. */
   const userStreams = (streams: Record<string, StreamStateLite>) =>
@@ -45,7 +45,7 @@ describe("bad requests", () => {
     const streams = await allStreams(nc);
     // `$BACKUP.list` reads the bucket with an ordered consumer that lingers a while: not a change.
     for (const [name, state] of Object.entries(streams)) if (/^(OBJ|KV)_backups/.test(name)) state.consumer_count = 0;
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(list.errorCode, null, list.raw);
     const objects = await jsApi<{ state: { subjects?: Record<string, number> } }>(nc, "STREAM.INFO.OBJ_backups", {
       subjects_filter: "$O.backups.M.>",
@@ -69,7 +69,7 @@ describe("bad requests", () => {
     const jsm = await jetstreamManager(nc);
     const done = await request<JobRecord>(nc, "$BACKUP.stream.OTHER", { wait: true }, 120_000);
     assert.equal(done.errorCode, null, done.raw);
-    otherBackup = done.body.result as BackupManifest;
+    otherBackup = done.body.result as StreamManifest;
     const errDone = await request<JobRecord>(nc, "$BACKUP.stream.ERR", { wait: true }, 120_000);
     assert.equal(errDone.errorCode, null, errDone.raw);
     status = await Collector.start(nc, "$BACKUP.status.>");
@@ -146,7 +146,7 @@ describe("bad requests", () => {
     }
     await assertUntouched(before);
     // The backup whose delete was refused is still there.
-    const info = await request<BackupManifest>(nc, `$BACKUP.info.${otherBackup.id}`);
+    const info = await request<StreamManifest>(nc, `$BACKUP.info.${otherBackup.id}`);
     assert.equal(info.errorCode, null, info.raw);
     assert.deepEqual(info.body, otherBackup);
   });
@@ -211,7 +211,7 @@ describe("bad requests", () => {
   });
 
   test("the service keeps answering after all of it", async () => {
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(list.errorCode, null, list.raw);
     assert.deepEqual(list.body.backups.map((b) => b.stream).sort(), ["ERR", "OTHER"]);
     const ping = await nc.request("$SRV.PING.backup", "", { timeout: 5000 });

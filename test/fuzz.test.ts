@@ -14,7 +14,7 @@ import { after, before, describe, test } from "node:test";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { consumerStates, makeStream, readStream } from "./harness/fixtures.ts";
 import { jsApi, streamState } from "./harness/inspect.ts";
@@ -91,14 +91,14 @@ describe(`fuzzing the service (seed ${Seed}, ${Total} requests)`, { timeout: 900
   let serviceNc: NatsConnection;
   let nc: NatsConnection;
   let svc: BackupService;
-  let backup: BackupManifest;
+  let backup: StreamManifest;
   let backupJob: JobRecord;
   let existing: string[];
 
   interface Fingerprint {
     names: string[];
     streams: Record<string, { messages: number; last_seq: number; first_seq: number; hash: string; consumers: unknown }>;
-    list: BackupManifest[];
+    list: StreamManifest[];
     objects: { name: string; size: number; digest: string; nuid: string }[];
   }
 
@@ -122,7 +122,7 @@ describe(`fuzzing the service (seed ${Seed}, ${Total} requests)`, { timeout: 900
         consumers: await consumerStates(nc, name),
       };
     }
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(list.errorCode, null, list.raw);
     const store = await new Objm(jetstream(nc)).open("backups");
     const objects = (await store.list())
@@ -144,7 +144,7 @@ describe(`fuzzing the service (seed ${Seed}, ${Total} requests)`, { timeout: 900
     const done = await request<JobRecord>(nc, "$BACKUP.stream.ALPHA", { wait: true, tag: "fuzz" }, 120_000);
     assert.equal(done.errorCode, null, done.raw);
     backupJob = done.body;
-    backup = done.body.result as BackupManifest;
+    backup = done.body.result as StreamManifest;
     existing = await streamNames();
     baseline = await fingerprint();
     assert.deepEqual(baseline.list, [backup]);
@@ -601,10 +601,10 @@ describe(`fuzzing the service (seed ${Seed}, ${Total} requests)`, { timeout: 900
   test("the service still answers, and nothing that existed changed", async () => {
     const ping = await nc.request("$SRV.PING.backup", "", { timeout: 10_000 });
     assert.equal(ping.json<{ name: string }>().name, "backup");
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(list.errorCode, null, list.raw);
     assert.deepEqual(list.body.backups, [backup]);
-    const info = await request<BackupManifest>(nc, `$BACKUP.info.${backup.id}`);
+    const info = await request<StreamManifest>(nc, `$BACKUP.info.${backup.id}`);
     assert.deepEqual(info.body, backup);
 
     const now = await fingerprint();

@@ -10,7 +10,7 @@ import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jets
 import { objectNames } from "../src/catalogue/catalogue.ts";
 import { nameOfMetaSubject } from "../src/catalogue/object-format.ts";
 import { deleteObject, readMeta } from "../src/catalogue/object-writes.ts";
-import type { BackupManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
 import type { SweepReport } from "../src/jobs/sweeper.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { Collector } from "./harness/inspect.ts";
@@ -67,14 +67,14 @@ describe("commits, sweeps and locks under faults", () => {
     await server?.stop();
   });
 
-  async function backup(): Promise<BackupManifest> {
+  async function backup(): Promise<StreamManifest> {
     const reply = await request<JobRecord>(nc, "$BACKUP.stream.ORDERS", { wait: true }, 60_000);
     assert.equal(reply.errorCode, null, reply.raw);
-    return reply.body.result as BackupManifest;
+    return reply.body.result as StreamManifest;
   }
 
   async function listedIds(): Promise<string[]> {
-    const reply = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const reply = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(reply.errorCode, null, reply.raw);
     return reply.body.backups.map((b) => b.id);
   }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { request, startService } from "./harness/service.ts";
@@ -18,7 +18,7 @@ describe("damaged backups are refused", () => {
   let svc: BackupService;
   let status: Collector;
   /** Three backups of the same content: one to corrupt, one to truncate, one left alone. */
-  const backups: BackupManifest[] = [];
+  const backups: StreamManifest[] = [];
   let messages = 0;
 
   before(async () => {
@@ -32,7 +32,7 @@ describe("damaged backups are refused", () => {
       // 64 KiB chunks: the archive spans several chunk messages.
       const done = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true, chunk_size: 65536 }, 120_000);
       assert.equal(done.errorCode, null, done.raw);
-      backups.push(done.body.result as BackupManifest);
+      backups.push(done.body.result as StreamManifest);
     }
     for (const b of backups) assert.ok(b.chunks >= 4, `archive of ${b.chunks} chunks`);
     await (await jetstreamManager(nc)).streams.delete(Stream);
@@ -47,7 +47,7 @@ describe("damaged backups are refused", () => {
   });
 
   /** Restores `backup` with wait:true and checks it was refused, the job failed, and no stream was left. */
-  async function assertRefused(backup: BackupManifest, why: RegExp): Promise<void> {
+  async function assertRefused(backup: StreamManifest, why: RegExp): Promise<void> {
     const reply = await request<{ error: { code: number; description: string } }>(
       nc,
       `$RESTORE.stream.${Stream}`,
@@ -80,7 +80,7 @@ describe("damaged backups are refused", () => {
   }
 
   test("an archive with one flipped byte is refused and leaves no stream", async () => {
-    const [damaged] = backups as [BackupManifest];
+    const [damaged] = backups as [StreamManifest];
     await rewriteChunks(nc, svc.bucket, damaged.id, flipOneBit);
     await assertRefused(damaged, /damaged: digest .* does not match/);
   });
@@ -98,7 +98,7 @@ describe("damaged backups are refused", () => {
     assert.equal(reply.body.state, "completed");
     assert.equal((await streamState(nc, Stream))?.messages, messages);
     // The damaged backups are still listed: a failed restore deletes nothing.
-    const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: Stream });
+    const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream: Stream });
     assert.deepEqual(list.body.backups.map((b) => b.id), backups.map((b) => b.id).reverse());
   });
 });

@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, JobRecord, JobStarted, RestoreResult } from "../src/mod.ts";
+import type { StreamManifest, JobRecord, JobStarted, RestoreResult } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { request, startRig, type ServiceRig } from "./harness/service.ts";
 import { Collector, jsApi, streamState, subjectCounts, waitUntil } from "./harness/inspect.ts";
@@ -36,11 +36,11 @@ describe("jobs", () => {
     }, timeoutMs);
   }
 
-  async function backupWait(stream: string, body: Record<string, unknown> = {}): Promise<BackupManifest> {
+  async function backupWait(stream: string, body: Record<string, unknown> = {}): Promise<StreamManifest> {
     const reply = await request<JobRecord>(nc, `$BACKUP.stream.${stream}`, { ...body, wait: true }, 180_000);
     assert.equal(reply.errorCode, null, reply.raw);
     assert.equal(reply.body.state, "completed");
-    return reply.body.result as BackupManifest;
+    return reply.body.result as StreamManifest;
   }
 
   test("status events: running first, progress that never goes back, one terminal event that is the job record", async () => {
@@ -83,7 +83,7 @@ describe("jobs", () => {
         assert.ok(cur.progress.chunks >= prev.progress.chunks, "chunks never go back");
         assert.ok(cur.updated >= prev.updated, "updated never goes back");
       }
-      const manifest = terminal.result as BackupManifest;
+      const manifest = terminal.result as StreamManifest;
       assert.equal(manifest.id, id);
       assert.equal(terminal.progress.bytes, manifest.size);
       assert.equal(terminal.progress.chunks, manifest.chunks);
@@ -110,7 +110,7 @@ describe("jobs", () => {
         180_000,
       );
       assert.equal(done.operation, "backup");
-      const list = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: "NOREPLY" });
+      const list = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream: "NOREPLY" });
       assert.equal(list.errorCode, null, list.raw);
       assert.deepEqual(list.body.backups.map((b) => b.id), [done.id]);
       assert.deepEqual(list.body.backups[0], done.result);
@@ -130,7 +130,7 @@ describe("jobs", () => {
     assert.equal(record.operation, "backup");
     assert.equal(record.stream, "WAITED");
     assert.equal(record.error, undefined);
-    const manifest = record.result as BackupManifest;
+    const manifest = record.result as StreamManifest;
     assert.equal(manifest.type, "io.nats.backup.v1.manifest");
     assert.equal(manifest.id, record.id);
     assert.equal(manifest.stream, "WAITED");
@@ -152,19 +152,19 @@ describe("jobs", () => {
     const b1 = await backupWait("LISTB");
     const a2 = await backupWait("LISTA");
 
-    const all = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const all = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     assert.equal(all.errorCode, null, all.raw);
     const ids = all.body.backups.map((b) => b.id);
     assert.deepEqual(ids, [...ids].sort().reverse(), "newest first");
     assert.ok(ids.indexOf(a2.id) < ids.indexOf(b1.id) && ids.indexOf(b1.id) < ids.indexOf(a1.id));
-    const onlyA = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: "LISTA" });
+    const onlyA = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream: "LISTA" });
     assert.deepEqual(onlyA.body.backups, [a2, a1]);
-    const onlyB = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: "LISTB" });
+    const onlyB = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream: "LISTB" });
     assert.deepEqual(onlyB.body.backups, [b1]);
-    const none = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: "NOSUCH" });
+    const none = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream: "NOSUCH" });
     assert.deepEqual(none.body, { backups: [] });
 
-    const info = await request<BackupManifest>(nc, `$BACKUP.info.${a1.id}`);
+    const info = await request<StreamManifest>(nc, `$BACKUP.info.${a1.id}`);
     assert.equal(info.errorCode, null, info.raw);
     assert.deepEqual(info.body, a1);
 
@@ -185,7 +185,7 @@ describe("jobs", () => {
     assert.equal(deleted.errorCode, null, deleted.raw);
     assert.deepEqual(deleted.body, { id: a1.id, deleted: true, objects: 3 });
 
-    const listed = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream: "LISTA" });
+    const listed = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream: "LISTA" });
     assert.deepEqual(listed.body.backups, [a2]);
     assert.equal((await request(nc, `$BACKUP.info.${a1.id}`)).errorCode, 404);
     assert.equal((await request(nc, `$BACKUP.delete.${a1.id}`)).errorCode, 404);

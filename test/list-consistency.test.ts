@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { request, startService } from "./harness/service.ts";
@@ -39,13 +39,13 @@ async function backups(nc: NatsConnection, count: number, parallel: number): Pro
   return completed;
 }
 
-async function listed(nc: NatsConnection, stream?: string): Promise<BackupManifest[]> {
-  const reply = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", stream ? { stream } : {});
+async function listed(nc: NatsConnection, stream?: string): Promise<StreamManifest[]> {
+  const reply = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", stream ? { stream } : {});
   assert.equal(reply.errorCode, null, reply.raw);
   return reply.body.backups;
 }
 
-function assertAllListed(all: BackupManifest[], completed: Completed[], who: string): void {
+function assertAllListed(all: { id: string }[], completed: Completed[], who: string): void {
   const ids = new Set(all.map((m) => m.id));
   const missing = completed.filter((c) => !ids.has(c.id)).map((c) => c.id);
   assert.deepEqual(missing, [], `${who}: ${missing.length} of ${completed.length} completed backups are not listed`);

@@ -7,13 +7,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { BackupManifest } from "../src/mod.ts";
+import type { StreamManifest } from "../src/mod.ts";
 import { ListLimit } from "../src/protocol/schemas.ts";
 import { fakeManifest, writeManifests } from "./harness/manifests.ts";
 import { request, startRig, type ServiceRig } from "./harness/service.ts";
 
 interface Page {
-  backups: BackupManifest[];
+  backups: StreamManifest[];
   next?: string;
 }
 
@@ -42,7 +42,7 @@ const newestFirst = (ids: string[]) => [...ids].sort().reverse();
 describe("$BACKUP.list pages through 3,000 backups", () => {
   const Streams = ["P0", "P1", "P2", "P3", "P4"];
   let rig: ServiceRig;
-  const written: BackupManifest[] = [];
+  const written: StreamManifest[] = [];
 
   before(async () => {
     rig = await startRig({ sweep: NoSweeps });
@@ -115,7 +115,7 @@ describe("$BACKUP.list pages through 3,000 backups", () => {
 describe("$BACKUP.list replies fit the server's max_payload", () => {
   const MaxPayload = 32 * 1024;
   let rig: ServiceRig;
-  const written: BackupManifest[] = [];
+  const written: StreamManifest[] = [];
 
   before(async () => {
     rig = await startRig({ sweep: NoSweeps }, { config: `max_payload: ${MaxPayload}` });

@@ -7,7 +7,7 @@ import { ManifestIndex, type ManifestOf } from "../src/catalogue/manifest-index.
 import { purgeChunks } from "../src/catalogue/bucket-stream.ts";
 import { chunkSubject } from "../src/catalogue/object-format.ts";
 import { newId } from "../src/jobs/ids.ts";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { waitUntil } from "./harness/inspect.ts";
 import { request, startRig, warningsLogger, type ServiceRig } from "./harness/service.ts";
@@ -15,7 +15,7 @@ import { writeManifest } from "./harness/manifests.ts";
 import { MetaChanged } from "../src/catalogue/object-writes.ts";
 
 const listed = async (nc: NatsConnection, timeoutMs = 10_000): Promise<string[]> => {
-  const reply = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", {}, timeoutMs);
+  const reply = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", {}, timeoutMs);
   assert.equal(reply.errorCode, null, reply.raw);
   return reply.body.backups.map((b) => b.id);
 };
@@ -28,7 +28,7 @@ describe("listing from the manifest index", () => {
   let rig: ServiceRig;
   let otherNc: NatsConnection;
   let other: Catalogue;
-  let first: BackupManifest;
+  let first: StreamManifest;
 
   before(async () => {
     // The sweeper's requests would pass the request counts below: it sweeps once, at start, only.
@@ -37,7 +37,7 @@ describe("listing from the manifest index", () => {
     await makeStream(rig.nc, "LISTED", { messages: 50, consumers: false });
     const reply = await request<JobRecord>(rig.nc, "$BACKUP.stream.LISTED", { wait: true }, 60_000);
     assert.equal(reply.errorCode, null, reply.raw);
-    first = reply.body.result as BackupManifest;
+    first = reply.body.result as StreamManifest;
     otherNc = await rig.server.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     other = await Catalogue.open(otherNc, { bucket: "backups", index: true });
   });
@@ -92,7 +92,7 @@ describe("listing from the manifest index", () => {
 
   test("another writer's manifest and its deletion are listed as soon as they are stored", async () => {
     for (let round = 0; round < 5; round++) {
-      const copy: BackupManifest = { ...first, id: newId() };
+      const copy: StreamManifest = { ...first, id: newId() };
       await writeManifest(otherNc, copy);
       assert.deepEqual(await listed(rig.nc), [copy.id, first.id], `round ${round}: the service lists the other writer's manifest at once`);
       assert.deepEqual((await other.list()).map((m) => m.id), [copy.id, first.id]);
@@ -105,7 +105,7 @@ describe("listing from the manifest index", () => {
   test("after a server restart, lists every manifest stored", async () => {
     await rig.server.restart();
     await waitUntil("the service to answer again", async () => (await listed(rig.nc, 1_000).catch(() => null)) !== null, 30_000, 200);
-    const later: BackupManifest = { ...first, id: newId() };
+    const later: StreamManifest = { ...first, id: newId() };
     await waitUntil("a manifest written after the restart", async () => writeManifest(otherNc, later).then(() => true, (err: unknown) => err instanceof MetaChanged), 30_000, 200);
     assert.deepEqual(await listed(rig.nc), [later.id, first.id]);
     // And the index serves lists again (one request each, see above) once its consumer is back.
@@ -128,14 +128,14 @@ describe("listing from the manifest index", () => {
 
 describe("an index whose consumer loop fails", () => {
   let rig: ServiceRig;
-  let sample: BackupManifest;
+  let sample: StreamManifest;
 
   before(async () => {
     rig = await startRig({ sweep: { intervalMs: 3_600_000 } });
     await makeStream(rig.nc, "FAILS", { messages: 5, consumers: false });
     const reply = await request<JobRecord>(rig.nc, "$BACKUP.stream.FAILS", { wait: true }, 60_000);
     assert.equal(reply.errorCode, null, reply.raw);
-    sample = reply.body.result as BackupManifest;
+    sample = reply.body.result as StreamManifest;
   });
   after(async () => {
     await rig?.stop();
@@ -158,7 +158,7 @@ describe("an index whose consumer loop fails", () => {
       assert.deepEqual((await index.manifests())?.map((m) => m.id), [base.id]);
 
       armed = true;
-      const later: BackupManifest = { ...base, id: newId() };
+      const later: StreamManifest = { ...base, id: newId() };
       await writeManifest(rig.nc, later);
       await waitUntil("the failure to be logged", () => warnings.includes("the manifest index failed; lists read the bucket until it is rebuilt"), 10_000, 20);
       await waitUntil("the rebuilt index to answer", async () => (await index.manifests()) !== null, 10_000, 50);

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { Capabilities, parseServerVersion } from "../src/jetstream/server-version.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { allStreams } from "./harness/inspect.ts";
@@ -36,12 +36,12 @@ describe("a memory-storage stream", () => {
       );
       const stored = await allStreams(rig.nc);
       assert.equal(stored["OBJ_backups"]?.messages, 0, "nothing was written to the bucket");
-      const listed = await request<{ backups: BackupManifest[] }>(rig.nc, "$BACKUP.list");
+      const listed = await request<{ backups: StreamManifest[] }>(rig.nc, "$BACKUP.list");
       assert.deepEqual(listed.body.backups, []);
       return;
     }
     assert.equal(reply.errorCode, null, reply.raw);
-    const manifest = reply.body.result as BackupManifest;
+    const manifest = reply.body.result as StreamManifest;
     assert.equal(manifest.archive_format, "v2");
     assert.equal(manifest.messages, 120);
     const jsm = await jetstreamManager(rig.nc);

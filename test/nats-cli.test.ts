@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { Endpoints, type BackupManifest, type BackupService, type JobRecord, type JobStarted } from "../src/mod.ts";
+import { Endpoints, type StreamManifest, type BackupService, type JobRecord, type JobStarted } from "../src/mod.ts";
 import { packageVersion } from "../src/version.ts";
 import { NatsServer, natsCliBinary } from "./harness/nats-server.ts";
 import { NatsCli, type CliWatch } from "./harness/nats-cli.ts";
@@ -75,8 +75,8 @@ describe("the nats CLI, typed as README.md says, against the service", { skip: c
   /** The requests the CLI sent to each endpoint, for `nats micro stats`. */
   const sent: Record<string, number> = {};
   const count = (endpoint: keyof typeof Endpoints) => (sent[endpoint] = (sent[endpoint] ?? 0) + 1);
-  let first: BackupManifest;
-  let published: BackupManifest;
+  let first: StreamManifest;
+  let published: StreamManifest;
 
   before(async () => {
     server = await NatsServer.start();
@@ -168,7 +168,7 @@ describe("the nats CLI, typed as README.md says, against the service", { skip: c
     assert.equal(ended.state, "completed", JSON.stringify(ended.error));
     // The watch was there before the request: it saw the job from its first event.
     assert.equal(events.lines.map(jobEvent).find((e) => e?.id === started.id)?.state, "running");
-    first = ended.result as BackupManifest;
+    first = ended.result as StreamManifest;
     assert.equal(first.id, started.id);
     assert.equal(first.messages, original.fingerprint.messages);
     assert.equal(first.first_seq, original.fingerprint.first_seq);
@@ -177,7 +177,7 @@ describe("the nats CLI, typed as README.md says, against the service", { skip: c
   });
 
   test("nats req '$BACKUP.list' '' lists the completed backup", async () => {
-    const list = await reply<{ backups: BackupManifest[]; next?: string }>(cli, readmeCommand("nats req '$BACKUP.list' ''"));
+    const list = await reply<{ backups: StreamManifest[]; next?: string }>(cli, readmeCommand("nats req '$BACKUP.list' ''"));
     count("list");
     assert.deepEqual(list.backups, [first]);
     assert.equal(list.next, undefined);
@@ -193,10 +193,10 @@ describe("the nats CLI, typed as README.md says, against the service", { skip: c
     });
     assert.equal(ended.state, "completed", JSON.stringify(ended.error));
     assert.equal(ended.stream, "ORDERS");
-    published = ended.result as BackupManifest;
+    published = ended.result as StreamManifest;
     assert.equal(published.messages, original.fingerprint.messages);
 
-    const list = await reply<{ backups: BackupManifest[] }>(cli, readmeCommand("nats req '$BACKUP.list' ''"));
+    const list = await reply<{ backups: StreamManifest[] }>(cli, readmeCommand("nats req '$BACKUP.list' ''"));
     count("list");
     assert.deepEqual(
       list.backups.map((b) => b.id),

@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { rawMembers, rawObject } from "../src/jetstream/raw-json.ts";
 import { request, startRig, type ServiceRig } from "./harness/service.ts";
 import { jsApi, jsApiRaw, memberText } from "./harness/inspect.ts";
@@ -42,7 +42,7 @@ describe("stream configurations pass through untouched", () => {
 
     const done = await request<JobRecord>(nc, "$BACKUP.stream.PASS", { wait: true }, 120_000);
     assert.equal(done.errorCode, null, done.raw);
-    const manifest = done.body.result as BackupManifest;
+    const manifest = done.body.result as StreamManifest;
     assert.equal(manifest.messages, 25);
 
     const os = await new Objm(jetstream(nc)).open(rig.svc.bucket);

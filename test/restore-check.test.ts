@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { fingerprint } from "./harness/proc-checks.ts";
@@ -48,7 +48,7 @@ describe("the restore's check", () => {
       const original = await fingerprint(nc, Stream);
       const backup = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true, chunk_size: 65536 }, 60_000);
       assert.equal(backup.errorCode, null, backup.raw);
-      const manifest = backup.body.result as BackupManifest;
+      const manifest = backup.body.result as StreamManifest;
       assert.ok(manifest.chunks > 4, `archive of ${manifest.chunks} chunks`);
       await (await jetstreamManager(nc)).streams.delete(Stream);
 
@@ -94,7 +94,7 @@ describe("the restore's check", () => {
     try {
       const backup = await request<JobRecord>(nc, `$BACKUP.stream.${Stream}`, { wait: true, chunk_size: 65536 }, 60_000);
       assert.equal(backup.errorCode, null, backup.raw);
-      const manifest = backup.body.result as BackupManifest;
+      const manifest = backup.body.result as StreamManifest;
       await rewriteChunks(nc, svc.bucket, manifest.id, flipOneBit);
       await (await jetstreamManager(nc)).streams.delete(Stream);
 

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { BackupManifest } from "../src/mod.ts";
+import type { StreamManifest } from "../src/mod.ts";
 import { fakeManifest, writeManifests } from "./harness/manifests.ts";
 import { waitUntil } from "./harness/inspect.ts";
 import { NatsServer } from "./harness/nats-server.ts";
@@ -51,7 +51,7 @@ async function stopped(child: Child): Promise<number | null> {
 }
 
 async function listed(nc: NatsConnection, stream: string): Promise<string[]> {
-  const reply = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", { stream });
+  const reply = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", { stream });
   assert.equal(reply.errorCode, null, reply.raw);
   return reply.body.backups.map((b) => b.id);
 }

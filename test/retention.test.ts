@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import Ajv2020Module from "ajv/dist/2020.js";
-import type { BackupManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord, JobStarted } from "../src/mod.ts";
 import { durationMs } from "../src/protocol/duration.ts";
 import type { PruneReply } from "../src/protocol/schemas.ts";
 import { fakeManifest, writeManifests } from "./harness/manifests.ts";
@@ -39,7 +39,7 @@ async function prune(nc: NatsConnection, body: Record<string, unknown>): Promise
 }
 
 async function listed(nc: NatsConnection, stream: string): Promise<string[]> {
-  const reply = await request<{ backups: BackupManifest[]; next?: string }>(nc, "$BACKUP.list", { stream, limit: 1024 });
+  const reply = await request<{ backups: StreamManifest[]; next?: string }>(nc, "$BACKUP.list", { stream, limit: 1024 });
   assert.equal(reply.errorCode, null, reply.raw);
   assert.equal(reply.body.next, undefined);
   return reply.body.backups.map((b) => b.id);
@@ -56,11 +56,11 @@ function skipped(report: PruneReply | null, stream: string): PruneReply["streams
   return report.streams.find((s) => s.stream === stream)?.skipped ?? [];
 }
 
-const as = (reason: string, ...manifests: BackupManifest[]) => manifests.map((m) => `${m.id}:${reason}`);
-const ids = (...manifests: BackupManifest[]) => manifests.map((m) => m.id);
+const as = (reason: string, ...manifests: StreamManifest[]) => manifests.map((m) => `${m.id}:${reason}`);
+const ids = (...manifests: StreamManifest[]) => manifests.map((m) => m.id);
 
 /** Manifests of `stream` made `ages` ago (oldest first); the last one carries `retention`. */
-function aged(stream: string, ages: number[], retention?: BackupManifest["retention"]): BackupManifest[] {
+function aged(stream: string, ages: number[], retention?: StreamManifest["retention"]): StreamManifest[] {
   const now = Date.now();
   return ages.map((age, i) => fakeManifest(stream, now - age, i === ages.length - 1 && retention ? { retention } : {}));
 }
@@ -105,10 +105,10 @@ describe("retention set by backup requests, applied by the sweeper and by $BACKU
     await rig?.stop();
   });
 
-  async function backup(stream: string, body: Record<string, unknown> = {}): Promise<BackupManifest> {
+  async function backup(stream: string, body: Record<string, unknown> = {}): Promise<StreamManifest> {
     const reply = await request<JobRecord>(rig.nc, `$BACKUP.stream.${stream}`, { wait: true, ...body }, 60_000);
     assert.equal(reply.errorCode, null, reply.raw);
-    return reply.body.result as BackupManifest;
+    return reply.body.result as StreamManifest;
   }
 
   test("invalid retention fields are a 400, and no job", async () => {

@@ -24,7 +24,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { chunkSubject, metaSubject } from "../src/catalogue/object-format.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { jsApi, readSubject, waitUntil, type StoredRawMessage } from "./harness/inspect.ts";
@@ -60,7 +60,7 @@ describe(`nats-server ${Version} killed right after a backup`, () => {
   let rig: ServiceRig;
   const { logger, warnings } = warningsLogger();
   let stored: Awaited<ReturnType<typeof fingerprint>>;
-  let manifest: BackupManifest | undefined;
+  let manifest: StreamManifest | undefined;
 
   before(async () => {
     // No sweeper timer during the test: nothing but the backup writes to the bucket.
@@ -77,7 +77,7 @@ describe(`nats-server ${Version} killed right after a backup`, () => {
     const { nc, server } = rig;
     const reply = await request<JobRecord>(nc, "$BACKUP.stream.CRASHED", { wait: true, chunk_size: 16_384 }, 60_000);
     assert.equal(reply.errorCode, null, reply.raw);
-    manifest = reply.body.result as BackupManifest;
+    manifest = reply.body.result as StreamManifest;
     const archive = await archiveMessages(nc, manifest.id);
     assert.equal(archive.length, manifest.chunks, `before the kill the archive is its chunks: ${describeArchive(archive)}`);
 
@@ -97,7 +97,7 @@ describe(`nats-server ${Version} killed right after a backup`, () => {
     await server.restart();
     const listed = await waitUntil(
       "the service to list backups again",
-      async () => (await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", {}, 1_000).catch(() => null))?.body.backups,
+      async () => (await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", {}, 1_000).catch(() => null))?.body.backups,
       30_000,
       200,
     );
@@ -155,7 +155,7 @@ describe(`an empty message at the end of a committed archive, as a 2.9 crash lea
     const stored = await fingerprint(nc, "PLANTED");
     const reply = await request<JobRecord>(nc, "$BACKUP.stream.PLANTED", { wait: true, chunk_size: 16_384 }, 60_000);
     assert.equal(reply.errorCode, null, reply.raw);
-    const manifest = reply.body.result as BackupManifest;
+    const manifest = reply.body.result as StreamManifest;
     const archive = await archiveMessages(nc, manifest.id);
     assert.equal(archive.length, manifest.chunks, describeArchive(archive));
     await jetstream(nc).publish(archive[0]!.subject, new Uint8Array(0), { expect: { streamName: `OBJ_${Bucket}` } });

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, JobRecord, JobStarted } from "../src/mod.ts";
+import type { StreamManifest, JobRecord, JobStarted } from "../src/mod.ts";
 import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { request } from "./harness/service.ts";
@@ -136,7 +136,7 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
     assert.equal(r.record.instance, svc.id);
     if (r.record.state === "completed") {
       // The restart broke the watch on the snapshot; the job took it again once the server was back.
-      const manifest = r.record.result as BackupManifest;
+      const manifest = r.record.result as StreamManifest;
       assert.equal(manifest.messages, initial.messages);
       assert.equal(manifest.last_seq, initial.last_seq);
       assert.ok((await listBackups(nc)).some((b) => b.id === r.id), "the completed backup is listed");
@@ -175,7 +175,7 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
     assert.equal(r.errorCode, null, r.raw);
     assert.equal(r.body.state, "completed");
     assert.equal(r.body.instance, svc.id);
-    const manifest = r.body.result as BackupManifest;
+    const manifest = r.body.result as StreamManifest;
     assert.equal(manifest.messages, initial.messages);
     assert.equal(manifest.last_seq, initial.last_seq);
     backupId = manifest.id;
@@ -223,7 +223,7 @@ describe("nats-server restarted during a job", { timeout: 600_000 }, () => {
     assert.equal(backup.errorCode, null, backup.raw);
     assert.equal(backup.body.state, "completed");
     assert.equal(backup.body.instance, svc.id);
-    assert.equal((backup.body.result as BackupManifest).messages, initial.messages);
+    assert.equal((backup.body.result as StreamManifest).messages, initial.messages);
     const v = await bucketView(nc);
     assert.deepEqual(v.unreferenced, []);
     assert.deepEqual(v.damaged, []);

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createInbox, nuid, type NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { BackupManifest, BackupService, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
 import { atLeast, Capabilities, parseServerVersion, type ServerVersion } from "../src/jetstream/server-version.ts";
 import { jsApi, waitUntil } from "./harness/inspect.ts";
 import { NatsServer, serverVersion } from "./harness/nats-server.ts";
@@ -107,7 +107,7 @@ describe(`a snapshot whose acks are held back, and one the server cannot build (
       assert.equal(reply.errorCode, null, reply.raw);
       assert.equal(reply.body.state, "completed");
       await (await jetstreamManager(nc)).streams.delete("STALL");
-      const manifest = reply.body.result as BackupManifest;
+      const manifest = reply.body.result as StreamManifest;
       const restored = await request<JobRecord>(nc, "$RESTORE.stream.STALL", { wait: true, backup: manifest.id }, 180_000);
       assert.equal(restored.errorCode, null, restored.raw);
       assert.deepEqual(await fingerprintOneByOne(nc, "STALL"), stored);
@@ -199,7 +199,7 @@ describe(`archives of every shape (nats-server ${version.text})`, () => {
       tap.stop();
     }
     assert.equal(reply.errorCode, null, reply.raw);
-    const manifest = reply.body.result as BackupManifest;
+    const manifest = reply.body.result as StreamManifest;
     const { chunks, end } = tap.snapshot();
     assert.ok(end, `the server's end message was seen: ${JSON.stringify(tap.deliverSubjects.map((_, i) => tap.snapshot(i).chunks.length))}`);
     const sent = Buffer.concat(chunks.map((c) => c.data));
@@ -230,7 +230,7 @@ describe(`archives of every shape (nats-server ${version.text})`, () => {
   });
 
   /** 2.12.5+: one chunk without a reply, and an end without a status. Before: the S2 stream's 10-byte header, then the rest, and 204 (2.10.12+). */
-  function assertSmallerThanOneChunk(manifest: BackupManifest, chunks: { size: number; reply: string | null }[], end: { status: number }) {
+  function assertSmallerThanOneChunk(manifest: StreamManifest, chunks: { size: number; reply: string | null }[], end: { status: number }) {
     assert.ok(manifest.size < 4 * KiB);
     if (fullChunks) {
       assert.equal(manifest.chunks, 1);
@@ -364,7 +364,7 @@ describe(`restores the server refuses (nats-server ${version.text})`, () => {
     for (let i = 0; i < 10; i++) await jetstream(nc).publish(`${stream.toLowerCase()}.${i}`, `message ${i}`);
     const real = await request<JobRecord>(nc, `$BACKUP.stream.${stream}`, { wait: true }, 60_000);
     assert.equal(real.errorCode, null, real.raw);
-    const planted = await plantBackup(nc, real.body.result as BackupManifest, garbage);
+    const planted = await plantBackup(nc, real.body.result as StreamManifest, garbage);
     await waitUntil(`the planted backup ${planted.id} listed`, async () => (await listBackups(nc, stream))[0]?.id === planted.id, 30_000);
     await jsm.streams.delete(stream);
 
@@ -390,7 +390,7 @@ describe(`restores the server refuses (nats-server ${version.text})`, () => {
 });
 
 /** Restores `manifest` in place of its stream (deleted first) and compares with `expected`. */
-async function restoreEqual(nc: NatsConnection, stream: string, manifest: BackupManifest, expected: Awaited<ReturnType<typeof fingerprint>>) {
+async function restoreEqual(nc: NatsConnection, stream: string, manifest: StreamManifest, expected: Awaited<ReturnType<typeof fingerprint>>) {
   await (await jetstreamManager(nc)).streams.delete(stream);
   const restored = await request<JobRecord>(nc, `$RESTORE.stream.${stream}`, { wait: true, backup: manifest.id }, 180_000);
   assert.equal(restored.errorCode, null, restored.raw);

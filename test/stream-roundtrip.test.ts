@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { JobRecord, JobStarted, BackupManifest } from "../src/mod.ts";
+import type { JobRecord, JobStarted, StreamManifest } from "../src/mod.ts";
 import { consumerStates, makeStream, readStream } from "./harness/fixtures.ts";
 import { request, startRig, type ServiceRig } from "./harness/service.ts";
 
@@ -33,7 +33,7 @@ describe("stream backup and restore", () => {
 
     const record = await waitForJob(nc, started.body.id);
     assert.equal(record.state, "completed", JSON.stringify(record.error));
-    const manifest = record.result as BackupManifest;
+    const manifest = record.result as StreamManifest;
     assert.equal(manifest.messages, before.length);
     assert.deepEqual(manifest.consumers, ["AUDIT", "PROCESSOR"]);
     assert.match(manifest.sha256, /^SHA-256=[-_A-Za-z0-9]{43}=$/);

@@ -5,7 +5,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { newId } from "../src/jobs/ids.ts";
 import { DefaultSweep } from "../src/jobs/sweeper.ts";
-import type { BackupManifest, JobRecord } from "../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../src/mod.ts";
 import { makeStream } from "./harness/fixtures.ts";
 import { jsApi, subjectCounts } from "./harness/inspect.ts";
 import { request, startRig, type ServiceRig } from "./harness/service.ts";
@@ -26,7 +26,7 @@ describe("the sweeper", () => {
     const { nc, svc } = rig;
     const backup = await request<JobRecord>(nc, "$BACKUP.stream.KEEP", { wait: true }, 60_000);
     assert.equal(backup.errorCode, null, backup.raw);
-    const kept = (backup.body.result as BackupManifest).chunks;
+    const kept = (backup.body.result as StreamManifest).chunks;
 
     // What a writer killed between deleting the snapshot's end message and writing the metadata leaves.
     const stream = `OBJ_${svc.bucket}`;
@@ -44,7 +44,7 @@ describe("the sweeper", () => {
     assert.ok(report.purgedUploads.includes(subject.split(".").at(-1)!), JSON.stringify(report));
     assert.deepEqual(await subjectCounts(nc, stream, subject), {});
 
-    const listed = await request<{ backups: BackupManifest[] }>(nc, "$BACKUP.list");
+    const listed = await request<{ backups: StreamManifest[] }>(nc, "$BACKUP.list");
     const manifest = listed.body.backups.find((m) => m.id === backup.body.id);
     assert.ok(manifest, "the completed backup is still listed");
     // backup.json, stream.tar.s2 (its `kept` chunks) and manifest.json: three uploads, untouched.

@@ -1,15 +1,18 @@
 /**
- * The bucket of backups. A backup `<id>` is the objects `<id>/backup.json` (the stream's
+ * The bucket of backups. A stream backup `<id>` is the objects `<id>/backup.json` (the stream's
  * `{config, state}` as the server gave them), `<id>/stream.tar.s2` (the snapshot's bytes as
- * sent) and `<id>/manifest.json`. The manifest is written last, after the archive is stored and
- * checked: a backup without one is not a backup and is never listed.
+ * sent) and `<id>/manifest.json`. An account backup holds, under `<id>/`, one object per stream
+ * and consumer configuration, with data the same pair per stream under `<id>/<stream>/`, the
+ * list of what it holds (`account.json`) and its manifest (see `accountObjectNames`). The
+ * manifest is written last, after every other part is stored and checked: a backup without one
+ * is not a backup and is never listed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { pino, type Logger } from "pino";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { BackupManifest } from "../protocol/schemas.ts";
+import { AccountContents, BackupManifest, type AccountManifest, type StreamManifest } from "../protocol/schemas.ts";
 import { ArchiveUpload, dropRevivedEnd } from "./archive-upload.ts";
 import { purgeChunks, storedMessage, subjectCounts } from "./bucket-stream.ts";
 import { deleteObject, MetaChanged, publishDeleted, putSmallObject, readMeta } from "./object-writes.ts";
@@ -34,6 +37,32 @@ export const objectNames = (id: string) => ({
   archive: `${id}/stream.tar.s2`,
   manifest: `${id}/manifest.json`,
 });
+
+/**
+ * An account backup's objects. Stream and consumer names have no `.` (the server refuses one), so
+ * a stream's folder `<id>/<stream>/` never meets the `.json` objects beside it; the folders are
+ * what `nats account backup DIR` writes as `DIR/<stream>/`, and the configuration objects are
+ * named as the NATS disaster-recovery guide's account backups named them.
+ */
+export const accountObjectNames = (id: string) => ({
+  manifest: `${id}/manifest.json`,
+  contents: `${id}/account.json`,
+  streamConfig: (stream: string) => `${id}/stream_${stream}.json`,
+  consumerConfig: (stream: string, consumer: string) => `${id}/stream_${stream}_consumer_${consumer}.json`,
+  data: (stream: string) => ({ config: `${id}/${stream}/backup.json`, archive: `${id}/${stream}/stream.tar.s2` }),
+});
+
+/** A part a manifest's commit checks: stored whole, and for an archive the one recorded. */
+export interface ManifestPart {
+  name: string;
+  archive?: { sha256: string; size: number };
+}
+
+/** Which backups a list holds: one stream's stream backups, or every backup of one scope. */
+export interface ListFilter {
+  stream?: string;
+  scope?: BackupManifest["scope"];
+}
 
 const ManifestSuffix = "/manifest.json";
 /** The object metadata key that carries a manifest object's JSON, so that listing reads no object bodies. */
@@ -70,29 +99,41 @@ export class Catalogue {
     this.#index?.stop();
   }
 
-  /** Stores backup.json; a retried backup replaces the deleted record of its first try. */
-  async putConfig(id: string, backupJson: string): Promise<void> {
-    const name = objectNames(id).config;
-    const replaced = await readMeta(this.nc, this.bucket, name);
-    if (replaced && !replaced.meta.deleted) throw new BackupError(ErrorCode.Internal, `${name} is already in bucket ${this.bucket}`);
-    await putSmallObject(this.js, this.bucket, name, new TextEncoder().encode(backupJson), { replaces: replaced?.seq ?? 0 });
+  /** Stores a snapshot's backup.json as object `name`. */
+  putConfig(name: string, backupJson: string): Promise<void> {
+    return this.putText(name, backupJson);
   }
 
-  /** The backup.json text; small, so read whole (the library checks its digest). */
-  async readConfig(id: string): Promise<string> {
-    const bytes = await this.store.getBlob(objectNames(id).config);
-    if (!bytes) throw BackupError.notFound(`backup ${id} has no backup.json in bucket ${this.bucket}`);
+  /** Stores a small object; a retried backup replaces the deleted record of its first try. */
+  async putText(name: string, text: string): Promise<void> {
+    const replaced = await readMeta(this.nc, this.bucket, name);
+    if (replaced && !replaced.meta.deleted) throw new BackupError(ErrorCode.Internal, `${name} is already in bucket ${this.bucket}`);
+    await putSmallObject(this.js, this.bucket, name, new TextEncoder().encode(text), { replaces: replaced?.seq ?? 0 });
+  }
+
+  /** A small object's text (backup.json, a configuration), read whole; the library checks its digest. */
+  async readText(name: string): Promise<string> {
+    const bytes = await this.store.getBlob(name);
+    if (!bytes) throw BackupError.notFound(`${name} is not in bucket ${this.bucket}`);
     return new TextDecoder().decode(bytes);
   }
 
-  /** An archive the server writes into the bucket by delivering its snapshot to `upload.subject`. */
-  archiveUpload(id: string, maxChunkSize: number): ArchiveUpload {
-    return new ArchiveUpload(this.nc, this.js, this.bucket, objectNames(id).archive, maxChunkSize);
+  /** What account backup `id` holds (its account.json). */
+  async readContents(id: string): Promise<AccountContents> {
+    const text = await this.readText(accountObjectNames(id).contents);
+    const parsed = AccountContents.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new BackupError(ErrorCode.Internal, `backup ${id} is damaged: its account.json cannot be read (${parsed.error.message})`);
+    return parsed.data;
   }
 
-  async archiveInfo(id: string): Promise<ObjectInfo> {
-    const info = await this.store.info(objectNames(id).archive);
-    if (!info || info.deleted) throw BackupError.notFound(`backup ${id} has no stream.tar.s2 in bucket ${this.bucket}`);
+  /** An archive object `name` the server writes into the bucket by delivering its snapshot to `upload.subject`. */
+  archiveUpload(name: string, maxChunkSize: number): ArchiveUpload {
+    return new ArchiveUpload(this.nc, this.js, this.bucket, name, maxChunkSize);
+  }
+
+  async archiveInfo(name: string): Promise<ObjectInfo> {
+    const info = await this.store.info(name);
+    if (!info || info.deleted) throw BackupError.notFound(`${name} is not in bucket ${this.bucket}`);
     return info;
   }
 
@@ -114,10 +155,10 @@ export class Catalogue {
    * stores its manifest, which can be written once only. When the write's answer is lost, it finds
    * out whether the manifest landed (`settleManifest`): resolves if it did, throws if it did not.
    */
-  async commit(manifest: BackupManifest): Promise<void> {
-    await this.#checkParts(manifest);
+  async commit(manifest: BackupManifest, parts: ManifestPart[] = streamParts(manifest)): Promise<void> {
+    await this.#checkParts(manifest.id, parts);
     const json = JSON.stringify(manifest);
-    const name = objectNames(manifest.id).manifest;
+    const name = `${manifest.id}${ManifestSuffix}`;
     try {
       await putSmallObject(this.js, this.bucket, name, new TextEncoder().encode(json), { metadata: { [ManifestMetadataKey]: json } });
     } catch (err) {
@@ -156,27 +197,30 @@ export class Catalogue {
     });
   }
 
-  /** A backup's backup.json and archive are in the bucket and whole: live, every chunk stored, the archive the one the manifest records. */
-  async #checkParts(manifest: BackupManifest): Promise<void> {
-    const names = objectNames(manifest.id);
-    const notWhole = (why: string) => new BackupError(ErrorCode.Internal, `backup ${manifest.id} is not whole: ${why} (bucket ${this.bucket})`);
-    for (const name of [names.config, names.archive]) {
-      const stored = await readMeta(this.nc, this.bucket, name);
-      if (!stored || stored.meta.deleted) throw notWhole(`${name} is missing`);
-      const { meta } = stored;
-      // (Chunk boundaries may differ: a copy made with another chunk size is the same archive.)
-      if (name === names.archive && (meta.digest !== manifest.sha256 || meta.size !== manifest.size)) {
-        throw notWhole(`${name} is not the archive the manifest records`);
-      }
-      const subject = chunkSubject(this.bucket, meta.nuid);
-      const chunks = (await subjectCounts(this.nc, this.bucket, subject))[subject] ?? 0;
-      if (chunks !== meta.chunks) throw notWhole(`${chunks} of the ${meta.chunks} chunks of ${name} are stored`);
+  /** A backup's parts are in the bucket and whole: live, every chunk stored, each archive the one the manifest records. */
+  async #checkParts(id: string, parts: ManifestPart[]): Promise<void> {
+    const notWhole = (why: string) => new BackupError(ErrorCode.Internal, `backup ${id} is not whole: ${why} (bucket ${this.bucket})`);
+    for (let i = 0; i < parts.length; i += ListBatch) {
+      await Promise.all(
+        parts.slice(i, i + ListBatch).map(async ({ name, archive }) => {
+          const stored = await readMeta(this.nc, this.bucket, name);
+          if (!stored || stored.meta.deleted) throw notWhole(`${name} is missing`);
+          const { meta } = stored;
+          // (Chunk boundaries may differ: a copy made with another chunk size is the same archive.)
+          if (archive && (meta.digest !== archive.sha256 || meta.size !== archive.size)) {
+            throw notWhole(`${name} is not the archive the manifest records`);
+          }
+          const subject = chunkSubject(this.bucket, meta.nuid);
+          const chunks = meta.chunks === 0 ? 0 : ((await subjectCounts(this.nc, this.bucket, subject))[subject] ?? 0);
+          if (chunks !== meta.chunks) throw notWhole(`${chunks} of the ${meta.chunks} chunks of ${name} are stored`);
+        }),
+      );
     }
   }
 
   /** Completed backups, newest first: from the index when it can tell, else read from the bucket. */
-  async list(stream?: string): Promise<BackupManifest[]> {
-    return newestFirst(await this.#manifests(), stream);
+  async list(filter: ListFilter = {}): Promise<BackupManifest[]> {
+    return newestFirst(await this.#manifests(), filter);
   }
 
   /**
@@ -184,10 +228,10 @@ export class Catalogue {
    * at most `limit` of them and no more than `maxBytes` of JSON; `next` when more remain. Pages
    * are cut by id, not by position: a backup removed between two requests shifts nothing.
    */
-  async page(opts: { stream?: string; after?: string; limit: number; maxBytes: number }): Promise<ListPage> {
+  async page(opts: ListFilter & { after?: string; limit: number; maxBytes: number }): Promise<ListPage> {
     const { after } = opts;
     const older = (await this.#manifests()).filter((m) => after === undefined || m.id < after);
-    return cutPage(newestFirst(older, opts.stream), opts.limit, opts.maxBytes);
+    return cutPage(newestFirst(older, opts), opts.limit, opts.maxBytes);
   }
 
   async #manifests(): Promise<BackupManifest[]> {
@@ -235,18 +279,32 @@ export class Catalogue {
     return manifest;
   }
 
-  async latest(stream: string): Promise<BackupManifest> {
-    const [newest] = await this.list(stream);
+  /** The newest stream backup of `stream`. */
+  async latest(stream: string): Promise<StreamManifest> {
+    const [newest] = (await this.list({ stream })) as StreamManifest[];
     if (!newest) throw BackupError.notFound(`no completed backup of stream ${stream} in bucket ${this.bucket}`);
     return newest;
   }
 
-  /** Removes every object of a backup, the manifest first so it stops being listed at once. */
+  /** The newest account backup that saved every stream it was asked for. */
+  async latestAccount(): Promise<AccountManifest> {
+    const whole = ((await this.list({ scope: "account" })) as AccountManifest[]).find((m) => m.failed.length === 0);
+    if (!whole) throw BackupError.notFound(`no account backup without failed streams in bucket ${this.bucket}; name one with "backup"`);
+    return whole;
+  }
+
+  /**
+   * Removes every object of a backup, the manifest first so it stops being listed at once; an
+   * account backup's other objects are found by their `<id>/` prefix.
+   */
   async delete(id: string): Promise<number> {
-    await this.info(id);
-    const names = objectNames(id);
+    const manifest = await this.info(id);
+    const names =
+      manifest.scope === "stream"
+        ? [objectNames(id).archive, objectNames(id).config]
+        : (await this.objects()).map((o) => o.name).filter((name) => name.startsWith(`${id}/`) && !name.endsWith(ManifestSuffix));
     let removed = 0;
-    for (const name of [names.manifest, names.archive, names.config]) {
+    for (const name of [`${id}${ManifestSuffix}`, ...names]) {
       if (await deleteObject(this.nc, this.js, this.bucket, name)) removed++;
     }
     return removed;
@@ -297,12 +355,24 @@ export class Catalogue {
     return purgeChunks(this.nc, this.bucket, nuid);
   }
 
-  /** Drops the pieces of a backup that never completed: chunks of an unfinished upload, and any object already written. */
-  async discard(id: string, upload?: ArchiveUpload, untilQuietMs = 0): Promise<void> {
+  /** Drops the pieces of a backup that never completed: chunks of an unfinished upload, and the objects `names` if written. */
+  async discard(names: string[], upload?: ArchiveUpload, untilQuietMs = 0): Promise<void> {
     if (upload) await upload.abort(untilQuietMs);
-    const names = objectNames(id);
-    for (const name of [names.archive, names.config]) await deleteObject(this.nc, this.js, this.bucket, name);
+    for (const name of names) await deleteObject(this.nc, this.js, this.bucket, name);
   }
+
+  /** Drops every object under `<id>/` (a backup that will not be committed). */
+  async discardAll(id: string): Promise<void> {
+    const names = (await this.objects()).map((o) => o.name).filter((name) => name.startsWith(`${id}/`));
+    await this.discard(names);
+  }
+}
+
+/** A stream backup's parts; an account backup's are named by its job, which knows what it wrote. */
+function streamParts(manifest: BackupManifest): ManifestPart[] {
+  if (manifest.scope !== "stream") throw new BackupError(ErrorCode.Internal, `account backup ${manifest.id} is committed with the list of its parts`);
+  const names = objectNames(manifest.id);
+  return [{ name: names.config }, { name: names.archive, archive: { sha256: manifest.sha256, size: manifest.size } }];
 }
 
 /** The manifest an object's metadata record carries: null for any other object, or a deleted one. */
@@ -310,9 +380,10 @@ export function manifestOf(meta: ObjectMetaRecord): BackupManifest | null {
   return meta.name.endsWith(ManifestSuffix) && !meta.deleted ? parseManifest(meta.metadata?.[ManifestMetadataKey]) : null;
 }
 
-function newestFirst(manifests: BackupManifest[], stream?: string): BackupManifest[] {
+function newestFirst(manifests: BackupManifest[], filter: ListFilter): BackupManifest[] {
+  const { stream, scope } = filter;
   return manifests
-    .filter((m) => stream === undefined || m.stream === stream)
+    .filter((m) => (scope === undefined || m.scope === scope) && (stream === undefined || (m.scope === "stream" && m.stream === stream)))
     .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
 }
 

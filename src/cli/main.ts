@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { packageVersion } from "../version.ts";
 import { Defaults, startBackupService, type BackupService } from "../service/service.ts";
+import { DefaultTuning } from "../jobs/context.ts";
 import { durationMs } from "../protocol/duration.ts";
 import { connectNats, connectionOptions } from "./connect.ts";
 
@@ -26,6 +27,7 @@ Service:
       --bucket NAME      object store bucket for backups    [default ${Defaults.bucket}]
       --replicas N       replicas of the buckets it creates [default ${Defaults.replicas}]
       --max-jobs N       jobs this instance runs at once; more get 429 [default ${Defaults.maxJobs}]
+      --account-parallel N  streams one account backup or restore works on at once [default ${DefaultTuning.accountParallel}]
       --shutdown-grace S seconds running jobs get to finish on SIGINT/SIGTERM [default ${Defaults.shutdownGraceMs / 1000}]
       --keep-last N      retention default: keep each stream's N newest backups [default: all]
       --max-age AGE      retention default: remove backups older than AGE, never a stream's newest;
@@ -56,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
       replicas: { type: "string" },
       "shutdown-grace": { type: "string" },
       "max-jobs": { type: "string" },
+      "account-parallel": { type: "string" },
       "keep-last": { type: "string" },
       "max-age": { type: "string" },
       "log-level": { type: "string" },
@@ -77,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
   const grace = values["shutdown-grace"] !== undefined ? positiveInt("--shutdown-grace", values["shutdown-grace"]) : undefined;
 
   const maxJobs = values["max-jobs"] !== undefined ? positiveInt("--max-jobs", values["max-jobs"]) : undefined;
+  const accountParallel = values["account-parallel"] !== undefined ? positiveInt("--account-parallel", values["account-parallel"]) : undefined;
   const keepLast = values["keep-last"] !== undefined ? positiveInt("--keep-last", values["keep-last"]) : undefined;
   const maxAge = values["max-age"] !== undefined ? durationFlag("--max-age", values["max-age"]) : undefined;
 
@@ -105,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
     ...(values.bucket ? { bucket: values.bucket } : {}),
     ...(replicas ? { replicas } : {}),
     ...(maxJobs ? { maxJobs } : {}),
+    ...(accountParallel ? { accountParallel } : {}),
     ...(grace !== undefined ? { shutdownGraceMs: grace * 1000 } : {}),
     ...(keepLast !== undefined || maxAge !== undefined
       ? { retention: { ...(keepLast !== undefined ? { keep_last: keepLast } : {}), ...(maxAge !== undefined ? { max_age: maxAge } : {}) } }

@@ -84,3 +84,19 @@ export async function streamSummary(nc: NatsConnection, stream: string): Promise
 export async function deleteStream(nc: NatsConnection, stream: string): Promise<void> {
   await jsApiRequest(nc, `STREAM.DELETE.${stream}`);
 }
+
+/**
+ * Every name a paged NAMES request lists (`STREAM.NAMES`, `CONSUMER.NAMES.<stream>`): the API
+ * answers at most a page (256 names) at a time, so ask from each offset until the total.
+ */
+export async function listNames(nc: NatsConnection, subject: string, member: "streams" | "consumers"): Promise<string[]> {
+  const names: string[] = [];
+  for (let offset = 0; ; ) {
+    const page = JSON.parse(await jsApiRequest(nc, subject, JSON.stringify({ offset }))) as Record<string, unknown> & { total?: number };
+    const batch = (page[member] as string[] | null | undefined) ?? [];
+    names.push(...batch);
+    offset += batch.length;
+    if (batch.length === 0 || offset >= (page.total ?? 0)) break;
+  }
+  return names.sort();
+}

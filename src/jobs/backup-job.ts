@@ -1,10 +1,13 @@
-/** A stream backup: the server's snapshot streamed into the bucket, then checked and committed. */
+/**
+ * A stream backup: the server's snapshot streamed into the bucket, then checked and committed.
+ * `takeSnapshot` is the part an account backup runs for each of its streams.
+ */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { ManifestUnsettled, objectNames } from "../catalogue/catalogue.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { BackupManifest, BackupStreamRequest } from "../protocol/schemas.ts";
-import { JetStreamApiError, JsErrCode, jsApiRequest, streamSummary } from "../jetstream/jsapi.ts";
-import { Capabilities, parseServerVersion } from "../jetstream/server-version.ts";
+import type { BackupStreamRequest, StreamManifest } from "../protocol/schemas.ts";
+import { JetStreamApiError, JsErrCode, listNames, streamSummary } from "../jetstream/jsapi.ts";
+import { Capabilities, parseServerVersion, type ArchiveFormat } from "../jetstream/server-version.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
 import { WatchLost } from "../bulk/watch.ts";
 import { BulkConnectionError } from "../bulk/bulk-connection.ts";
@@ -20,9 +23,82 @@ export async function backupStream(
   job: Job,
   req: BackupStreamRequest,
   accepted: () => void,
-): Promise<BackupManifest> {
+): Promise<StreamManifest> {
   const { nc, catalogue } = ctx;
-  const stream = job.record.stream;
+  const stream = job.record.stream!;
+  const objects = objectNames(job.id);
+  const created = new Date().toISOString();
+  const taken = await takeSnapshot(ctx, { stream, objects, job }, req, accepted);
+  const { snapshot, archive } = taken;
+  const info = nc.info;
+  const manifest: StreamManifest = {
+    type: "io.nats.backup.v1.manifest",
+    id: job.id,
+    scope: "stream",
+    stream,
+    stream_created: taken.streamCreated,
+    created,
+    completed: new Date().toISOString(),
+    size: archive.size,
+    chunks: archive.chunks,
+    sha256: archive.digest,
+    messages: snapshot.state.messages,
+    bytes: snapshot.state.bytes,
+    first_seq: snapshot.state.first_seq,
+    last_seq: snapshot.state.last_seq,
+    consumers: taken.consumers,
+    checked: req.check,
+    ...(req.tag !== undefined ? { tag: req.tag } : {}),
+    ...requestedRetention(req),
+    objects,
+    server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
+    archive_format: taken.archiveFormat,
+  };
+  try {
+    await job.confirmOwnership();
+    await catalogue.commit(manifest);
+    ctx.log.debug({ job: job.id }, "manifest written");
+  } catch (err) {
+    // Not committed, and never will be: its parts go. (Unsettled: it may be listed yet, whole.)
+    if (!(err instanceof ManifestUnsettled)) {
+      await catalogue
+        .discard([objects.archive, objects.config])
+        .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
+    }
+    throw err;
+  }
+  return manifest;
+}
+
+/** What a job tracks of one snapshot: its stream, and the job it reports progress to and stops with. */
+export interface SnapshotTarget {
+  stream: string;
+  /** Where its backup.json and archive go. */
+  objects: { config: string; archive: string };
+  job: Pick<Job, "id" | "signal" | "progress">;
+}
+
+export interface TakenSnapshot extends Captured {
+  /** When the stream was created, as the server said. */
+  streamCreated: string;
+  /** The consumers the snapshot carries. */
+  consumers: string[];
+  archiveFormat: ArchiveFormat;
+}
+
+/**
+ * Takes one stream's snapshot into the bucket: resolves once its backup.json and archive are
+ * stored and checked (nothing committed yet); on failure leaves neither behind. 404 when the
+ * stream is gone, 400 when the server cannot snapshot it (a memory stream before 2.15).
+ */
+export async function takeSnapshot(
+  ctx: JobContext,
+  target: SnapshotTarget,
+  req: Pick<BackupStreamRequest, "consumers" | "check" | "chunk_size">,
+  accepted: () => void,
+): Promise<TakenSnapshot> {
+  const { nc } = ctx;
+  const { stream, job } = target;
   const described = await streamSummary(nc, stream);
   if (described === null) throw BackupError.notFound(`stream ${stream} not found`);
   const version = parseServerVersion(nc.info?.version);
@@ -33,7 +109,6 @@ export async function backupStream(
   }
   const consumers = req.consumers ? await consumerNames(nc, stream) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
-  const created = new Date().toISOString();
   let acceptedOnce = false;
   const acceptOnce = () => {
     if (!acceptedOnce) accepted();
@@ -44,53 +119,16 @@ export async function backupStream(
   const fallback: CaptureMode = version && Capabilities.snapshotFlowControl(version) ? "relay" : "read-back";
   let captured: Captured;
   try {
-    captured = await capture(ctx, job, req, chunkSize, "watch", acceptOnce);
+    captured = await capture(ctx, target, req, chunkSize, "watch", acceptOnce);
   } catch (err) {
     if (!(err instanceof WatchLost) || job.signal.aborted) throw BulkConnectionError.during(`backup of stream ${stream}`, err);
     ctx.log.warn({ job: job.id, stream, reason: err.description, mode: fallback }, "snapshot watch lost; taking the snapshot again");
-    captured = await capture(ctx, job, req, chunkSize, fallback, acceptOnce).catch((e: unknown) => {
+    captured = await capture(ctx, target, req, chunkSize, fallback, acceptOnce).catch((e: unknown) => {
       throw BulkConnectionError.during(`backup of stream ${stream}`, e);
     });
   }
-  const { snapshot, archive } = captured;
-  const info = nc.info;
-  const manifest: BackupManifest = {
-    type: "io.nats.backup.v1.manifest",
-    id: job.id,
-    scope: "stream",
-    stream,
-    stream_created: described.created,
-    created,
-    completed: new Date().toISOString(),
-    size: archive.size,
-    chunks: archive.chunks,
-    sha256: archive.digest,
-    messages: snapshot.state.messages,
-    bytes: snapshot.state.bytes,
-    first_seq: snapshot.state.first_seq,
-    last_seq: snapshot.state.last_seq,
-    consumers,
-    checked: req.check,
-    ...(req.tag !== undefined ? { tag: req.tag } : {}),
-    ...requestedRetention(req),
-    objects: objectNames(job.id),
-    server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
-    archive_format: version ? Capabilities.archiveFormat(version) : "v1",
-  };
-  try {
-    await job.confirmOwnership();
-    await catalogue.commit(manifest);
-    ctx.log.debug({ job: job.id }, "manifest written");
-  } catch (err) {
-    // Not committed, and never will be: its parts go. (Unsettled: it may be listed yet, whole.)
-    if (!(err instanceof ManifestUnsettled)) {
-      await catalogue.discard(job.id).catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
-    }
-    throw err;
-  }
-  return manifest;
+  return { ...captured, streamCreated: described.created, consumers, archiveFormat: version ? Capabilities.archiveFormat(version) : "v1" };
 }
-
 interface Captured {
   snapshot: StartedSnapshot;
   archive: ObjectMetaRecord;
@@ -117,17 +155,17 @@ type CaptureMode = "watch" | "read-back" | "relay";
 
 async function capture(
   ctx: JobContext,
-  job: Job,
-  req: BackupStreamRequest,
+  target: SnapshotTarget,
+  req: Pick<BackupStreamRequest, "consumers" | "check">,
   chunkSize: number,
   mode: CaptureMode,
   accepted: () => void,
 ): Promise<Captured> {
   const { nc, catalogue } = ctx;
-  const stream = job.record.stream;
+  const { stream, job, objects } = target;
   const idleMs = ctx.tuning.snapshotIdleMs;
   const version = parseServerVersion(nc.info?.version);
-  const upload = catalogue.archiveUpload(job.id, chunkSize);
+  const upload = catalogue.archiveUpload(objects.archive, chunkSize);
   const progress = () => job.progress(upload.tally.size, upload.tally.chunks);
   const bulk = await ctx.openBulk();
   try {
@@ -180,7 +218,7 @@ async function capture(
       throw err;
     }
     accepted();
-    const log = ctx.log.child({ job: job.id });
+    const log = ctx.log.child({ job: job.id, stream });
     log.debug({ mode }, "snapshot started");
     const onAbort = () => {
       const reason = BackupError.from(job.signal.reason);
@@ -190,7 +228,7 @@ async function capture(
     };
     job.signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await catalogue.putConfig(job.id, snapshot.backupJson);
+      await catalogue.putConfig(objects.config, snapshot.backupJson);
       let archive: ObjectMetaRecord;
       if (watch) {
         await watch.ended;
@@ -218,7 +256,7 @@ async function capture(
         await relay.ended.catch(() => {});
       }
       await catalogue
-        .discard(job.id, upload, relay ? 0 : idleMs)
+        .discard([objects.archive, objects.config], upload, relay ? 0 : idleMs)
         .catch((e: unknown) => ctx.log.warn({ err: e, job: job.id }, "could not remove an incomplete backup"));
       throw err;
     } finally {
@@ -231,22 +269,10 @@ async function capture(
 
 /** The consumers the snapshot will carry, by name. */
 async function consumerNames(nc: NatsConnection, stream: string): Promise<string[]> {
-  const names: string[] = [];
-  for (let offset = 0; ; ) {
-    let text: string;
-    try {
-      text = await jsApiRequest(nc, `CONSUMER.NAMES.${stream}`, JSON.stringify({ offset }));
-    } catch (err) {
-      if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) {
-        throw BackupError.notFound(`stream ${stream} not found`);
-      }
-      throw err;
-    }
-    const page = JSON.parse(text) as { consumers?: string[] | null; total?: number };
-    const batch = page.consumers ?? [];
-    names.push(...batch);
-    offset += batch.length;
-    if (batch.length === 0 || offset >= (page.total ?? 0)) break;
+  try {
+    return await listNames(nc, `CONSUMER.NAMES.${stream}`, "consumers");
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) throw BackupError.notFound(`stream ${stream} not found`);
+    throw err;
   }
-  return names.sort();
 }

@@ -16,6 +16,8 @@ export interface Tuning {
   snapshotIdleMs: number;
   /** Snapshot bytes in flight, asked of servers that take `window_size` (2.12.5+). */
   snapshotWindowBytes: number;
+  /** Streams an account job works on at once (snapshots taken, restores run). */
+  accountParallel: number;
 }
 
 export const DefaultTuning: Tuning = {
@@ -24,6 +26,7 @@ export const DefaultTuning: Tuning = {
   readBudgetBytes: 8 * MiB,
   snapshotIdleMs: 15_000,
   snapshotWindowBytes: 8 * MiB,
+  accountParallel: 4,
 };
 
 export interface JobContext {

@@ -8,11 +8,13 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { BackupManifest, JobRecord, JobStarted, RestoreResult } from "../protocol/schemas.ts";
+import type { JobRecord, JobStarted } from "../protocol/schemas.ts";
 import { Subjects } from "../protocol/subjects.ts";
 import { RecordChanged, type JobStore } from "./job-store.ts";
 
 export type Operation = JobRecord["operation"];
+export type Scope = JobRecord["scope"];
+export type JobResult = NonNullable<JobRecord["result"]>;
 
 /** Tries at storing a job's final record (about 20 s in all). */
 const TerminalStoreAttempts = 8;
@@ -20,7 +22,9 @@ const TerminalStoreAttempts = 8;
 export interface JobInit {
   id: string;
   operation: Operation;
-  stream: string;
+  scope: Scope;
+  /** The stream of a stream job. */
+  stream?: string;
   instance: string;
 }
 
@@ -50,8 +54,8 @@ export class Job {
       type: "io.nats.backup.v1.job",
       id: init.id,
       operation: init.operation,
-      scope: "stream",
-      stream: init.stream,
+      scope: init.scope,
+      ...(init.stream !== undefined ? { stream: init.stream } : {}),
       state: "running",
       status_subject: Subjects.status(init.id),
       instance: init.instance,
@@ -84,7 +88,7 @@ export class Job {
       id: r.id,
       operation: r.operation,
       scope: r.scope,
-      stream: r.stream,
+      ...(r.stream !== undefined ? { stream: r.stream } : {}),
       state: "running",
       status_subject: r.status_subject,
       ...(r.backup ? { backup: r.backup } : {}),
@@ -108,6 +112,11 @@ export class Job {
     }
   }
 
+  /** For an account job: streams ended of the total, and those in progress. */
+  streams(done: number, total: number, running: Iterable<string>): void {
+    this.#record.progress.streams = { done, total, running: [...running] };
+  }
+
   /**
    * Stores the record now, and throws if the job was taken over: for a job about to make its
    * outcome visible (a backup's manifest), so that a job someone else ended commits nothing.
@@ -117,16 +126,18 @@ export class Job {
     if (this.#takenOver) throw this.#takenOverError();
   }
 
-  complete(result: BackupManifest | RestoreResult): JobRecord {
+  /** Ends the job with its result: `partial` for an account job some of whose streams or consumers failed. */
+  complete(result: JobResult, state: "completed" | "partial" = "completed"): JobRecord {
     if (this.#record.state !== "running") return this.record;
     this.progress(this.#record.progress.bytes, this.#record.progress.chunks, this.#record.progress.bytes_expected);
-    return this.#end({ state: "completed", result });
+    return this.#end({ state, result });
   }
 
-  fail(err: unknown): JobRecord {
+  /** Ends the job with an error; an account job whose every item failed keeps what it did as its result. */
+  fail(err: unknown, result?: JobResult): JobRecord {
     if (this.#record.state !== "running") return this.record;
     const e = BackupError.from(err);
-    return this.#end({ state: "failed", error: { code: e.code, description: e.description } });
+    return this.#end({ state: "failed", error: { code: e.code, description: e.description }, ...(result ? { result } : {}) });
   }
 
   #end(change: Partial<JobRecord>): JobRecord {

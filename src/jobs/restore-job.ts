@@ -3,11 +3,11 @@
  * this process (bounded chunks in flight, each acked to the bucket once the restore answered it),
  * checked as it passes (count, size, digest); only when every chunk was taken and the archive
  * found whole is the server told to build the stream. A restore that fails leaves no stream of
- * its own behind.
+ * its own behind. `restoreSnapshot` is the part an account restore runs for each stream with data.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { BackupError } from "../protocol/errors.ts";
-import type { BackupManifest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
+import type { RestoreResult, RestoreStreamRequest, StreamData } from "../protocol/schemas.ts";
 import type { Logger } from "pino";
 import { deleteStream, JetStreamApiError, JsErrCode, streamSummary, streamExists } from "../jetstream/jsapi.ts";
 import { Capabilities, canRestoreFormat, parseServerVersion } from "../jetstream/server-version.ts";
@@ -16,7 +16,7 @@ import { startRestore } from "../snapshot/restore.ts";
 import { BulkConnectionError } from "../bulk/bulk-connection.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
-import type { Hold } from "./runner.ts";
+import type { Hold } from "./pipeline.ts";
 
 export async function restoreStream(
   ctx: JobContext,
@@ -25,26 +25,67 @@ export async function restoreStream(
   accepted: () => void,
   hold: Hold,
 ): Promise<RestoreResult> {
-  const { nc, catalogue } = ctx;
-  const stream = job.record.stream;
+  const { catalogue } = ctx;
+  const stream = job.record.stream!;
   const chosen = req.backup ? await catalogue.info(req.backup) : await catalogue.latest(stream);
   job.setBackup(chosen.id);
   // Nobody may delete it while it is read; and it may have been deleted just before.
   await hold({ backup: chosen.id });
   const manifest = await catalogue.info(chosen.id);
+  if (manifest.scope !== "stream") {
+    throw BackupError.badRequest(`backup ${manifest.id} is an account backup: restore it with $RESTORE.account`);
+  }
   if (manifest.stream !== stream) {
     throw BackupError.badRequest(
       `backup ${manifest.id} is of stream ${manifest.stream}, not ${stream}: a restore keeps the stream's name`,
     );
   }
+  return restoreSnapshot(
+    ctx,
+    {
+      stream,
+      backup: manifest.id,
+      data: { ...manifest, objects: manifest.objects, archive_format: manifest.archive_format ?? "v1" },
+      takenOn: manifest.server?.version,
+      job,
+    },
+    req,
+    accepted,
+  );
+}
+
+/** One stream's snapshot to restore: which backup holds it, its objects, and the job it reports to. */
+export interface RestoreTarget {
+  stream: string;
+  backup: string;
+  data: Pick<StreamData, "objects" | "sha256" | "size" | "stream_created" | "archive_format">;
+  /** The nats-server version the backup was taken on, if known. */
+  takenOn: string | undefined;
+  job: Pick<Job, "id" | "signal" | "progress">;
+}
+
+/**
+ * Restores one stream from its snapshot in the bucket: 409 `already exist` when the stream does,
+ * 400 when this server cannot read the archive's format or refuses the configuration. A failure
+ * leaves no stream of its own behind.
+ */
+export async function restoreSnapshot(
+  ctx: JobContext,
+  restore: RestoreTarget,
+  req: Pick<RestoreStreamRequest, "replicas" | "placement">,
+  accepted: () => void,
+): Promise<RestoreResult> {
+  const { nc, catalogue } = ctx;
+  const { stream, job, data } = restore;
+  const manifest = { id: restore.backup, stream_created: data.stream_created };
   if (await streamExists(nc, stream)) throw BackupError.conflict(`stream ${stream} already exist`);
-  const archive = await catalogue.archiveInfo(manifest.id);
-  if (archive.digest !== manifest.sha256 || archive.size !== manifest.size) {
-    throw new BackupError(500, `backup ${manifest.id} is damaged: its archive is not the one its manifest recorded`);
+  const archive = await catalogue.archiveInfo(data.objects.archive);
+  if (archive.digest !== data.sha256 || archive.size !== data.size) {
+    throw new BackupError(500, `backup ${manifest.id} is damaged: the archive of stream ${stream} is not the one its manifest recorded`);
   }
   const target = parseServerVersion(nc.info?.version);
-  const format = manifest.archive_format ?? "v1";
-  const takenOn = manifest.server?.version ? `nats-server ${manifest.server.version}` : "an older nats-server";
+  const format = data.archive_format;
+  const takenOn = restore.takenOn ? `nats-server ${restore.takenOn}` : "an older nats-server";
   if (target && !canRestoreFormat(target, format)) {
     throw BackupError.badRequest(
       `backup ${manifest.id} was taken on ${takenOn}, whose archive format (${format}) nats-server ${target.text} cannot restore; restore it on nats-server 2.15 or later`,
@@ -52,7 +93,7 @@ export async function restoreStream(
   }
   // A 2.15+ server restoring a v2 archive creates the stream when the restore starts, and holds the name until it ends.
   const createdAtStart = format === "v2";
-  const { request, warnings } = restoreRequest(await catalogue.readConfig(manifest.id), req, nc.info?.cluster !== undefined);
+  const { request, warnings } = restoreRequest(await catalogue.readText(data.objects.config), req, nc.info?.cluster !== undefined);
 
   if (await catalogue.repairArchive(archive)) {
     ctx.log.warn({ job: job.id, backup: manifest.id }, "removed the snapshot's end message, back in the archive after a server crash");
@@ -73,7 +114,7 @@ export async function restoreStream(
   });
   try {
     job.progress(0, 0, archive.size);
-    const log = ctx.log.child({ job: job.id });
+    const log = ctx.log.child({ job: job.id, stream });
     const delivered = catalogue.deliverArchive(bulk, archive, session.deliverSubject, {
       // A server that stages the upload must never have more than two failing chunks in flight.
       window: target && Capabilities.stagesRestores(target) ? Math.min(2, ctx.tuning.restoreWindow) : ctx.tuning.restoreWindow,
@@ -115,19 +156,30 @@ export async function restoreStream(
   }
 }
 
-/**
- * backup.json with the request's overrides; every other field stays as the server wrote it.
- * A replicated stream restored onto a server without a cluster becomes R1 (the server would
- * refuse it), and the result says so.
- */
+/** backup.json with the request's overrides (see `configOverrides`); every other field stays as the server wrote it. */
 function restoreRequest(
   backupJson: string,
-  req: RestoreStreamRequest,
+  req: Pick<RestoreStreamRequest, "replicas" | "placement">,
   clustered: boolean,
 ): { request: string; warnings: string[] } {
   const top = rawMembers(backupJson);
   const configText = top.get("config");
   if (!configText) throw new BackupError(500, "backup.json has no config");
+  const { config, warnings } = configOverrides(configText, req, clustered);
+  top.set("config", config);
+  return { request: rawObject(top), warnings };
+}
+
+/**
+ * A stream configuration (JSON text) with the request's replicas and placement; every other
+ * field stays as the server wrote it. A replicated stream restored onto a server without a
+ * cluster becomes R1 (the server would refuse it), and a warning says so.
+ */
+export function configOverrides(
+  configText: string,
+  req: Pick<RestoreStreamRequest, "replicas" | "placement">,
+  clustered: boolean,
+): { config: string; warnings: string[] } {
   const config = rawMembers(configText);
   const warnings: string[] = [];
   const backedUpReplicas = Number(config.get("num_replicas") ?? 1);
@@ -138,8 +190,7 @@ function restoreRequest(
     warnings.push(`the stream had ${backedUpReplicas} replicas; this server is not clustered, so it was restored with 1`);
   }
   if (req.placement !== undefined) config.set("placement", JSON.stringify(req.placement));
-  top.set("config", rawObject(config));
-  return { request: rawObject(top), warnings };
+  return { config: rawObject(config), warnings };
 }
 
 /**
@@ -152,7 +203,7 @@ function restoreRequest(
 async function removePartialStream(
   nc: NatsConnection,
   stream: string,
-  restore: { manifest: BackupManifest; failure: unknown; createdAtStart: boolean },
+  restore: { manifest: { id: string; stream_created?: string | undefined }; failure: unknown; createdAtStart: boolean },
   log: Logger,
 ): Promise<void> {
   const { manifest } = restore;

@@ -6,6 +6,7 @@
  * those created longer ago than that, but never the stream's newest: a stream that stopped being
  * backed up keeps its last backup, however old. Removal goes through the backup's lock, as
  * `$BACKUP.delete` does, so a backup that a restore reads is skipped (409) and tried again later.
+ * Account backups are one more group, under the service's default policy.
  * Each call removes at most `max` backups, the oldest first, so that a sweep or a prune request is
  * bounded work; `more` says that others are due.
  */
@@ -23,7 +24,7 @@ export type RemovalReason = "keep_last" | "max_age";
 export type RemovalOperation = "prune" | "retention";
 
 interface Due {
-  stream: string;
+  group: string;
   manifest: BackupManifest;
   reason: RemovalReason;
 }
@@ -75,7 +76,7 @@ export function checkPolicy(policy: RetentionPolicy, where: string): RetentionPo
 
 /** A stream's policy: each field as its newest backup's retention sets it, else the default's. */
 export function streamPolicy(newest: BackupManifest, defaults: RetentionPolicy): RetentionPolicy {
-  const own = (newest.retention ?? {}) as RetentionPolicy;
+  const own = ((newest.scope === "stream" ? newest.retention : undefined) ?? {}) as RetentionPolicy;
   return definedPolicy({ keep_last: own.keep_last ?? defaults.keep_last, max_age: own.max_age ?? defaults.max_age });
 }
 
@@ -83,10 +84,10 @@ export function streamPolicy(newest: BackupManifest, defaults: RetentionPolicy):
  * The backups of one stream (given newest first) that `policy` removes, each with its reason
  * (keep_last first when both apply). The newest is never one of them.
  */
-export function dueForRemoval(newestFirst: readonly BackupManifest[], policy: RetentionPolicy, now: number): Omit<Due, "stream">[] {
+export function dueForRemoval(newestFirst: readonly BackupManifest[], policy: RetentionPolicy, now: number): Omit<Due, "group">[] {
   const keepLast = policy.keep_last ?? 0;
   const maxAgeMs = policy.max_age === undefined ? 0 : durationMs(policy.max_age);
-  const due: Omit<Due, "stream">[] = [];
+  const due: Omit<Due, "group">[] = [];
   newestFirst.forEach((manifest, i) => {
     if (i === 0) return;
     if (keepLast > 0 && i >= keepLast) due.push({ manifest, reason: "keep_last" });
@@ -103,24 +104,26 @@ export class Retention {
     const now = Date.now();
     const policies = new Map<string, RetentionPolicy>();
     const due: Due[] = [];
-    for (const [stream, backups] of byStream(await this.deps.catalogue.list(run.stream))) {
+    const listed = await this.deps.catalogue.list(run.stream !== undefined ? { stream: run.stream } : {});
+    for (const [group, backups] of byGroup(listed)) {
       const policy = run.policy ?? streamPolicy(backups[0]!, this.deps.defaults);
-      policies.set(stream, policy);
+      policies.set(group, policy);
       try {
-        for (const d of dueForRemoval(backups, policy, now)) due.push({ stream, ...d });
+        for (const d of dueForRemoval(backups, policy, now)) due.push({ group, ...d });
       } catch (err) {
         // A manifest's retention this version cannot read (written by a newer one?): keep everything.
-        this.deps.log.warn({ err, stream, policy }, "retention policy not understood; the stream's backups are kept");
+        this.deps.log.warn({ err, group, policy }, "retention policy not understood; the group's backups are kept");
       }
     }
     due.sort((a, b) => (a.manifest.id < b.manifest.id ? -1 : a.manifest.id > b.manifest.id ? 1 : 0));
 
     const reports = new Map<string, StreamReport>();
-    for (const { stream, manifest, reason } of due.slice(0, run.max)) {
-      let report = reports.get(stream);
+    for (const { group, manifest, reason } of due.slice(0, run.max)) {
+      let report = reports.get(group);
       if (!report) {
-        report = { stream, policy: policies.get(stream)!, removed: [], skipped: [] };
-        reports.set(stream, report);
+        const of = manifest.scope === "stream" ? { scope: "stream" as const, stream: manifest.stream } : { scope: "account" as const };
+        report = { ...of, policy: policies.get(group)!, removed: [], skipped: [] };
+        reports.set(group, report);
       }
       const entry = { id: manifest.id, reason, created: manifest.created };
       const refused = run.dryRun ? await this.#wouldRefuse(manifest.id) : await this.#remove(manifest.id, run.operation);
@@ -152,15 +155,16 @@ export class Retention {
   }
 }
 
-/** Backups grouped by stream, each group newest first as given. */
-function byStream(newestFirst: BackupManifest[]): Map<string, BackupManifest[]> {
-  const streams = new Map<string, BackupManifest[]>();
+/** Backups grouped by stream (account backups as one group), each group newest first as given. */
+function byGroup(newestFirst: BackupManifest[]): Map<string, BackupManifest[]> {
+  const groups = new Map<string, BackupManifest[]>();
   for (const m of newestFirst) {
-    const backups = streams.get(m.stream);
+    const group = m.scope === "stream" ? `stream ${m.stream}` : "account";
+    const backups = groups.get(group);
     if (backups) backups.push(m);
-    else streams.set(m.stream, [m]);
+    else groups.set(group, [m]);
   }
-  return streams;
+  return groups;
 }
 
 /** When the backup's snapshot started: its manifest's `created`, else the time its id carries. */

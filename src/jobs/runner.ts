@@ -1,22 +1,24 @@
 /**
- * Starts jobs and keeps track of the ones running here. A job holds its stream's lock for its
- * whole life (a restore also its backup's, so that nobody deletes it meanwhile); its start
- * resolves once the server accepted the snapshot or restore, so errors the server gives at the
- * start reach the caller.
+ * Starts jobs and keeps track of the ones running here. A stream job holds its stream's lock for
+ * its whole life (a restore also its backup's, so that nobody deletes it meanwhile); an account
+ * job holds each stream's lock while it works on that stream. A job's start resolves once the
+ * server accepted the snapshot or restore (an account job: once its request was checked), so
+ * errors found at the start reach the caller.
  */
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { BackupManifest, BackupStreamRequest, RestoreResult, RestoreStreamRequest } from "../protocol/schemas.ts";
+import type { BackupAccountRequest, BackupStreamRequest, RestoreAccountRequest, RestoreStreamRequest } from "../protocol/schemas.ts";
+import { backupAccount } from "./account-backup-job.ts";
+import { restoreAccount } from "./account-restore-job.ts";
 import { backupStream } from "./backup-job.ts";
 import type { JobContext } from "./context.ts";
 import { newId } from "./ids.ts";
-import { Job, type Operation } from "./job.ts";
+import { Job, type Operation, type Scope } from "./job.ts";
 import type { JobStore } from "./job-store.ts";
 import type { Lock, Lockable, Locks } from "./locks.ts";
 import { restoreStream } from "./restore-job.ts";
+import { JobFailed, type Finished, type Hold } from "./pipeline.ts";
 
-/** Takes a lock for the rest of the job. */
-export type Hold = (what: Lockable) => Promise<void>;
-type Pipeline = (accepted: () => void, job: Job, hold: Hold) => Promise<BackupManifest | RestoreResult>;
+type Pipeline = (accepted: () => void, job: Job, hold: Hold) => Promise<Finished>;
 
 export class JobRunner {
   readonly #running = new Map<string, Job>();
@@ -34,11 +36,21 @@ export class JobRunner {
   ) {}
 
   backup(stream: string, req: BackupStreamRequest): Promise<Job> {
-    return this.#start("backup", stream, (accepted, job) => backupStream(this.ctx, job, req, accepted));
+    return this.#start("backup", stream, async (accepted, job) => ({ result: await backupStream(this.ctx, job, req, accepted) }));
   }
 
   restore(stream: string, req: RestoreStreamRequest): Promise<Job> {
-    return this.#start("restore", stream, (accepted, job, hold) => restoreStream(this.ctx, job, req, accepted, hold));
+    return this.#start("restore", stream, async (accepted, job, hold) => ({
+      result: await restoreStream(this.ctx, job, req, accepted, hold),
+    }));
+  }
+
+  backupAccount(req: BackupAccountRequest): Promise<Job> {
+    return this.#start("backup", null, (accepted, job, hold) => backupAccount(this.ctx, job, req, accepted, hold, this.ownStreams));
+  }
+
+  restoreAccount(req: RestoreAccountRequest): Promise<Job> {
+    return this.#start("restore", null, (accepted, job, hold) => restoreAccount(this.ctx, job, req, accepted, hold, this.ownStreams));
   }
 
   /**
@@ -74,8 +86,9 @@ export class JobRunner {
     await all();
   }
 
-  async #start(operation: Operation, stream: string, pipeline: Pipeline): Promise<Job> {
-    const own = this.ownStreams.get(stream);
+  /** Starts a job on `stream`, or an account job (`stream` null). */
+  async #start(operation: Operation, stream: string | null, pipeline: Pipeline): Promise<Job> {
+    const own = stream === null ? undefined : this.ownStreams.get(stream);
     if (own) {
       throw BackupError.badRequest(
         `stream ${stream} is this service's own ${own}: its backups would be written into the bucket being backed up, or a restore would overwrite them`,
@@ -88,28 +101,42 @@ export class JobRunner {
         `this backup service instance is running ${this.#running.size} jobs, its limit (--max-jobs); try again later`,
       );
     }
-    const job = new Job({ id: newId(), operation, stream, instance: this.instance }, this.ctx.nc, this.jobs, this.ctx.log);
+    const scope: Scope = stream === null ? "account" : "stream";
+    const job = new Job(
+      { id: newId(), operation, scope, ...(stream !== null ? { stream } : {}), instance: this.instance },
+      this.ctx.nc,
+      this.jobs,
+      this.ctx.log,
+    );
     this.#running.set(job.id, job);
-    const log = this.ctx.log.child({ job: job.id, operation, stream });
+    const log = this.ctx.log.child({ job: job.id, operation, scope, ...(stream !== null ? { stream } : {}) });
     let signalAccepted!: () => void;
     const accepted = new Promise<void>((resolve) => (signalAccepted = resolve));
 
     const finished = (async () => {
       const holder = { job: job.id, operation, instance: this.instance };
-      const held: Lock[] = [await this.locks.acquire({ stream }, holder)];
+      const held = new Set<Lock>();
+      if (stream !== null) held.add(await this.locks.acquire({ stream }, holder));
       try {
-        return await pipeline(signalAccepted, job, async (what) => void held.push(await this.locks.acquire(what, holder)));
+        return await pipeline(signalAccepted, job, async (what) => {
+          const lock = await this.locks.acquire(what, holder);
+          held.add(lock);
+          return async () => {
+            held.delete(lock);
+            await lock.release();
+          };
+        });
       } finally {
-        for (const lock of held.reverse()) await lock.release();
+        for (const lock of [...held].reverse()) await lock.release();
       }
     })();
     finished.then(
-      (result) => {
-        const record = job.complete(result);
-        log.info({ progress: record.progress }, `${operation} completed`);
+      ({ result, state }) => {
+        const record = job.complete(result, state);
+        log.info({ progress: record.progress }, `${operation} ${record.state}`);
       },
       (err: unknown) => {
-        const record = job.fail(err);
+        const record = job.fail(err, err instanceof JobFailed ? err.result : undefined);
         log.warn({ error: record.error }, `${operation} failed`);
       },
     );

@@ -186,7 +186,8 @@ export class Sweeper {
         };
     if (!(await this.jobs.replace(ended, revision))) return false;
     publishStatus(this.nc, ended, this.log);
-    await this.locks.releaseFor({ stream: record.stream }, record.id);
+    // (An account job's stream locks are freed by their TTL: its record does not say which it held.)
+    if (record.stream !== undefined) await this.locks.releaseFor({ stream: record.stream }, record.id);
     if (record.backup && record.operation === "restore") await this.locks.releaseFor({ backup: record.backup }, record.id);
     return true;
   }

@@ -21,6 +21,9 @@ export const schemaId = (name: string) => `https://nats.io/schemas/backup/v1/${n
 const Descriptions: Record<ProtocolSchemaName, string> = {
   backup_stream_request: "The body of a request on $BACKUP.stream.<stream>; an empty body means every default",
   restore_stream_request: "The body of a request on $RESTORE.stream.<stream>; an empty body means every default",
+  backup_account_request: "The body of a request on $BACKUP.account; an empty body saves every stream's and consumer's configuration",
+  restore_account_request: "The body of a request on $RESTORE.account; an empty body restores the newest account backup without failed streams",
+  account_contents: "<id>/account.json in the bucket: what an account backup holds, stream by stream",
   list_request: "The body of a request on $BACKUP.list; an empty body lists the newest backups, up to the default limit",
   empty_request: "The body of a request on $BACKUP.info.<id>, $BACKUP.delete.<id> and $BACKUP.job.<id>: empty or {}",
   job_started: "The reply to a backup or restore request with wait:false",

@@ -67,11 +67,35 @@ export const RestoreStreamRequest = z.strictObject({
 });
 export type RestoreStreamRequest = z.infer<typeof RestoreStreamRequest>;
 
+export const BackupAccountRequest = z.strictObject({
+  data: z.boolean().default(false).describe("also take a full snapshot of each stream (its messages and consumer state)"),
+  consumers: z.boolean().default(true).describe("save the durable consumers' configurations (and, with data, their state)"),
+  streams: z.array(streamName).min(1).max(100_000).optional().describe("only these streams; default every stream of the account"),
+  wait: z.boolean().default(false).describe("reply when the job ends instead of when it starts"),
+  tag: z.string().max(256).optional().describe("a free label kept in the manifest"),
+});
+export type BackupAccountRequest = z.infer<typeof BackupAccountRequest>;
+
+export const RestoreAccountRequest = z.strictObject({
+  backup: backupId.optional().describe("the account backup to restore; default the newest one without failed streams"),
+  update_streams: z
+    .boolean()
+    .default(false)
+    .describe("edit streams that already exist to the saved configuration (messages kept), and create or update their consumers"),
+  data: z.boolean().default(true).describe("restore the messages where the backup holds them; false: configurations only"),
+  streams: z.array(streamName).min(1).max(100_000).optional().describe("only these streams of the backup"),
+  replicas: RestoreStreamRequest.shape.replicas.describe("override every stream's num_replicas"),
+  placement: Placement.optional().describe("override every stream's placement"),
+  wait: z.boolean().default(false).describe("reply when the job ends instead of when it starts"),
+});
+export type RestoreAccountRequest = z.infer<typeof RestoreAccountRequest>;
+
 /** Backups a list reply holds when the request names no limit, and the most it may ask for. */
 export const ListLimit = { default: 256, max: 1024 } as const;
 
 export const ListRequest = z.strictObject({
-  stream: streamName.optional().describe("only backups of this stream"),
+  stream: streamName.optional().describe("only backups of this stream (stream backups)"),
+  scope: z.enum(["stream", "account"]).optional().describe("only stream backups, or only account backups"),
   limit: z
     .int()
     .min(1)
@@ -85,7 +109,14 @@ export type ListRequest = z.infer<typeof ListRequest>;
 /** info, delete and job take no body (or `{}`). */
 export const EmptyRequest = z.strictObject({});
 
-export const BackupManifest = z.looseObject({
+const ServerOfBackup = z
+  .looseObject({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() })
+  .describe("the server the service was connected to when the backup was taken");
+const ArchiveFormat = z
+  .enum(["v1", "v2"])
+  .describe("v1: a tar in S2 (nats-server up to 2.14); v2: NATSARC1 entries in S2 (2.15+), which older servers cannot restore");
+
+export const StreamManifest = z.looseObject({
   type: z.literal("io.nats.backup.v1.manifest"),
   id: backupId,
   scope: z.literal("stream"),
@@ -115,14 +146,72 @@ export const BackupManifest = z.looseObject({
     .optional()
     .describe("the stream's retention as the backup request set it (keep_last, max_age); the newest backup's is the stream's"),
   objects: z.looseObject({ config: z.string(), archive: z.string(), manifest: z.string() }),
-  server: z
-    .looseObject({ name: z.string().optional(), version: z.string().optional(), cluster: z.string().optional() })
-    .describe("the server the service was connected to when the backup was taken"),
-  archive_format: z
-    .enum(["v1", "v2"])
-    .optional()
-    .describe("v1: a tar in S2 (nats-server up to 2.14); v2: NATSARC1 entries in S2 (2.15+), which older servers cannot restore"),
+  server: ServerOfBackup,
+  archive_format: ArchiveFormat.optional(),
 });
+export type StreamManifest = z.infer<typeof StreamManifest>;
+
+/** One stream's snapshot inside an account backup: the same pair of objects a stream backup has, and what they hold. */
+export const StreamData = z.looseObject({
+  objects: z.looseObject({ config: z.string().describe("<id>/<stream>/backup.json"), archive: z.string().describe("<id>/<stream>/stream.tar.s2") }),
+  stream_created: StreamManifest.shape.stream_created,
+  size: z.number(),
+  chunks: z.number(),
+  sha256: z.string(),
+  messages: z.number(),
+  bytes: z.number(),
+  first_seq: z.number(),
+  last_seq: z.number(),
+  archive_format: ArchiveFormat,
+});
+export type StreamData = z.infer<typeof StreamData>;
+
+const Failure = z.looseObject({ code: z.number(), description: z.string() });
+
+/** One stream of an account backup, as `<id>/account.json` lists it. */
+export const AccountStream = z.looseObject({
+  name: z.string(),
+  state: z.enum(["completed", "failed"]).describe("failed: nothing of the stream is held, `error` says why"),
+  config: z.string().optional().describe("the object holding the stream's configuration as the server gave it: <id>/stream_<stream>.json"),
+  consumers: z
+    .array(z.looseObject({ name: z.string(), config: z.string().describe("<id>/stream_<stream>_consumer_<consumer>.json") }))
+    .describe("the durable consumers whose configuration is held"),
+  data: StreamData.optional().describe("the stream's snapshot, when the backup took one"),
+  no_data: z.string().optional().describe("data was asked for and not saved (a memory stream the server cannot snapshot): why"),
+  error: Failure.optional(),
+});
+export type AccountStream = z.infer<typeof AccountStream>;
+
+/** `<id>/account.json`: what an account backup holds, stream by stream (read by a restore, not listed). */
+export const AccountContents = z.looseObject({
+  type: z.literal("io.nats.backup.v1.account_contents"),
+  id: backupId,
+  streams: z.array(AccountStream),
+});
+export type AccountContents = z.infer<typeof AccountContents>;
+
+export const AccountManifest = z.looseObject({
+  type: z.literal("io.nats.backup.v1.manifest"),
+  id: backupId,
+  scope: z.literal("account"),
+  created: z.string().describe("when the backup started, RFC 3339"),
+  completed: z.string().describe("when every object was stored and checked, RFC 3339"),
+  data: z.boolean().describe("the backup asked for the streams' data"),
+  streams: z.array(z.string()).describe("the streams held (configuration, and data where `data`), by name"),
+  streams_with_data: z.number().describe("how many of them have their messages saved"),
+  consumers: z.number().describe("durable consumer configurations held, over every stream"),
+  failed: z
+    .array(z.looseObject({ stream: z.string(), description: z.string() }))
+    .describe("streams the backup could not save (deleted meanwhile, snapshot refused); non-empty: the job ended partial"),
+  size: z.number().describe("bytes of every stream.tar.s2"),
+  messages: z.number().describe("messages in every snapshot"),
+  tag: z.string().optional(),
+  objects: z.looseObject({ manifest: z.string(), contents: z.string().describe("<id>/account.json") }),
+  server: ServerOfBackup,
+});
+export type AccountManifest = z.infer<typeof AccountManifest>;
+
+export const BackupManifest = z.discriminatedUnion("scope", [StreamManifest, AccountManifest]);
 export type BackupManifest = z.infer<typeof BackupManifest>;
 
 export const RestoreResult = z.looseObject({
@@ -138,7 +227,45 @@ export const RestoreResult = z.looseObject({
 });
 export type RestoreResult = z.infer<typeof RestoreResult>;
 
-export const JobState = z.enum(["running", "completed", "failed"]);
+/** What an account restore did with one stream or consumer. */
+export const RestoreAction = z.enum(["created", "restored", "updated", "unchanged", "skipped", "failed"]);
+const RestoredItem = z.looseObject({
+  action: RestoreAction.describe(
+    "created: from its configuration; restored: from its snapshot, with its messages; updated: its configuration edited to the saved one; unchanged: already as saved; skipped: left alone (`reason`); failed: `error`",
+  ),
+  reason: z.string().optional(),
+  changed: z.array(z.string()).optional().describe("updated: the configuration fields that changed"),
+  error: Failure.optional(),
+});
+export const AccountRestoreResult = z.looseObject({
+  backup: backupId,
+  streams: z.array(
+    RestoredItem.extend({
+      stream: z.string(),
+      messages: z.number().optional().describe("the stream's messages once restored or created"),
+      consumers: z.array(RestoredItem.extend({ name: z.string() })),
+    }),
+  ),
+  warnings: z.array(z.string()).optional(),
+});
+export type AccountRestoreResult = z.infer<typeof AccountRestoreResult>;
+
+export const AccountBackupOutcome = z.looseObject({
+  stream: z.string(),
+  state: AccountStream.shape.state,
+  data: z.boolean().describe("its messages were saved"),
+  no_data: z.string().optional(),
+  consumers: z.number(),
+  error: Failure.optional(),
+});
+
+/** An account backup's result: its manifest, and each stream's outcome. */
+export const AccountBackupResult = AccountManifest.extend({
+  outcomes: z.array(AccountBackupOutcome).describe("every stream's outcome, in the order they ended"),
+});
+export type AccountBackupResult = z.infer<typeof AccountBackupResult>;
+
+export const JobState = z.enum(["running", "completed", "partial", "failed"]);
 export type JobState = z.infer<typeof JobState>;
 
 export const JobProgress = z.looseObject({
@@ -147,6 +274,10 @@ export const JobProgress = z.looseObject({
   chunks: z.number(),
   percent: z.number().optional(),
   rate: z.number().describe("bytes per second since the job started"),
+  streams: z
+    .looseObject({ done: z.number(), total: z.number(), running: z.array(z.string()).describe("the streams in progress") })
+    .optional()
+    .describe("account jobs: streams ended of the total"),
 });
 export type JobProgress = z.infer<typeof JobProgress>;
 
@@ -154,9 +285,9 @@ export const JobRecord = z.looseObject({
   type: z.literal("io.nats.backup.v1.job"),
   id: backupId,
   operation: z.enum(["backup", "restore"]),
-  scope: z.literal("stream"),
-  stream: z.string(),
-  state: JobState,
+  scope: z.enum(["stream", "account"]),
+  stream: z.string().optional().describe("the stream, for a stream job"),
+  state: JobState.describe("partial: an account job that ended with some streams or consumers failed (its result says which)"),
   status_subject: z.string(),
   backup: backupId.optional().describe("for a restore: the backup it restores"),
   instance: z.string().describe("the service instance running the job"),
@@ -164,7 +295,7 @@ export const JobRecord = z.looseObject({
   updated: z.string(),
   ended: z.string().optional(),
   progress: JobProgress,
-  result: z.union([BackupManifest, RestoreResult]).optional(),
+  result: z.union([StreamManifest, RestoreResult, AccountBackupResult, AccountManifest, AccountRestoreResult]).optional(),
   error: z.looseObject({ code: z.number(), description: z.string() }).optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
@@ -173,8 +304,8 @@ export type JobRecord = z.infer<typeof JobRecord>;
 export const JobStarted = z.looseObject({
   id: backupId,
   operation: z.enum(["backup", "restore"]),
-  scope: z.literal("stream"),
-  stream: z.string(),
+  scope: z.enum(["stream", "account"]),
+  stream: z.string().optional(),
   state: z.literal("running"),
   status_subject: z.string(),
   backup: backupId.optional(),
@@ -214,13 +345,14 @@ export const PruneReply = z.looseObject({
   streams: z
     .array(
       z.looseObject({
-        stream: z.string(),
+        scope: z.enum(["stream", "account"]).describe("account: the account backups, kept and removed as one group"),
+        stream: z.string().optional().describe("the stream, for stream backups"),
         policy: RetentionPolicy.loose().describe("the policy applied to the stream"),
         removed: z.array(PrunedBackup).describe("removed (dry_run: would be removed), oldest first"),
         skipped: z.array(SkippedBackup).describe("due for removal but not removed: in use by a restore, or the removal failed"),
       }),
     )
-    .describe("the streams that had backups due for removal"),
+    .describe("the streams (and the account backups) that had backups due for removal"),
   more: z.boolean().describe("more backups are due than one prune removes: send the request again"),
 });
 export type PruneReply = z.infer<typeof PruneReply>;
@@ -235,11 +367,14 @@ export const ErrorReply = z.looseObject({
 export const ProtocolSchemas = {
   "backup_stream_request": BackupStreamRequest,
   "restore_stream_request": RestoreStreamRequest,
+  "backup_account_request": BackupAccountRequest,
+  "restore_account_request": RestoreAccountRequest,
   "list_request": ListRequest,
   "empty_request": EmptyRequest,
   "job_started": JobStarted,
   "job_record": JobRecord,
   "backup_manifest": BackupManifest,
+  "account_contents": AccountContents,
   "list_reply": ListReply,
   "delete_reply": DeleteReply,
   "prune_request": PruneRequest,

@@ -6,6 +6,8 @@ export const QueueGroup = "q" as const;
 export const Subjects = {
   backupStream: (stream: string) => `$BACKUP.stream.${stream}`,
   restoreStream: (stream: string) => `$RESTORE.stream.${stream}`,
+  backupAccount: "$BACKUP.account",
+  restoreAccount: "$RESTORE.account",
   list: "$BACKUP.list",
   info: (id: string) => `$BACKUP.info.${id}`,
   delete: (id: string) => `$BACKUP.delete.${id}`,
@@ -30,6 +32,18 @@ export const Endpoints = {
     subject: "$RESTORE.stream.*",
     description: "Restore the stream named by the last token from a backup (default: its newest)",
     request: "restore_stream_request",
+    reply: "job_started (wait:false) or job_record (wait:true)",
+  },
+  "backup-account": {
+    subject: "$BACKUP.account",
+    description: "Back up every stream's and durable consumer's configuration of the account, with data:true their messages too",
+    request: "backup_account_request",
+    reply: "job_started (wait:false) or job_record (wait:true)",
+  },
+  "restore-account": {
+    subject: "$RESTORE.account",
+    description: "Restore the streams and consumers of an account backup (default: the newest without failed streams)",
+    request: "restore_account_request",
     reply: "job_started (wait:false) or job_record (wait:true)",
   },
   list: {

@@ -9,7 +9,9 @@ import type { JobRunner } from "../jobs/runner.ts";
 import { definedPolicy, type Retention } from "../jobs/retention.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import {
+  BackupAccountRequest,
   BackupStreamRequest,
+  RestoreAccountRequest,
   EmptyRequest,
   ListRequest,
   MiB,
@@ -48,7 +50,7 @@ function pruneBound(nc: NatsConnection): number {
 
 type Handler = (msg: ServiceMsg, deps: EndpointDeps) => Promise<unknown>;
 
-/** Replies with the final record, or with the job's error when it failed. */
+/** Replies with the final record (a `partial` one too: its result says what failed), or with the job's error when it failed. */
 async function finalReply(job: Job): Promise<unknown> {
   const record = await job.done;
   if (record.state === "failed" && record.error) {
@@ -68,6 +70,16 @@ export const handlers: Record<EndpointName, Handler> = {
     const stream = streamFromSubject(msg.subject);
     const req = parseBody(RestoreStreamRequest, msg);
     const job = await runner.restore(stream, req);
+    return req.wait ? finalReply(job) : job.started();
+  },
+  "backup-account": async (msg, { runner }) => {
+    const req = parseBody(BackupAccountRequest, msg);
+    const job = await runner.backupAccount(req);
+    return req.wait ? finalReply(job) : job.started();
+  },
+  "restore-account": async (msg, { runner }) => {
+    const req = parseBody(RestoreAccountRequest, msg);
+    const job = await runner.restoreAccount(req);
     return req.wait ? finalReply(job) : job.started();
   },
   list: async (msg, { catalogue }) => {

@@ -45,6 +45,8 @@ export interface BackupServiceOptions {
    */
   retention?: RetentionPolicy;
   tuning?: Partial<Tuning>;
+  /** Streams an account backup or restore works on at once (default 4): `Tuning.accountParallel`. */
+  accountParallel?: number;
   /**
    * The options `nc` was connected with. Each job's data connection takes its credentials and
    * TLS settings from them; without them, from nats.js's copy on `nc` (not typed API).
@@ -100,13 +102,13 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const service = await new Svcm(nc).add({
     name: ServiceName,
     version: packageVersion,
-    description: "Backup and restore of JetStream streams into an object store bucket",
+    description: "Backup and restore of JetStream streams and accounts into an object store bucket",
     queue: QueueGroup,
     metadata: { bucket },
     statsHandler: stats.statsHandler,
   });
   const id = service.info().id;
-  const tuning = { ...DefaultTuning, ...opts.tuning };
+  const tuning = { ...DefaultTuning, ...opts.tuning, ...(opts.accountParallel !== undefined ? { accountParallel: opts.accountParallel } : {}) };
   const jobLog = log.child({ instance: id });
   // Each job's bulk data goes on a connection of its own to the same server, with the same
   // credentials: endpoint replies never queue behind megabytes of chunks, and a connection the

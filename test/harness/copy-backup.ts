@@ -7,10 +7,10 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import type { BackupManifest } from "../../src/mod.ts";
+import type { StreamManifest } from "../../src/mod.ts";
 import { Catalogue, objectNames } from "../../src/catalogue/catalogue.ts";
 
-export async function copyBackup(from: NatsConnection, to: NatsConnection, manifest: BackupManifest, bucket = "backups"): Promise<void> {
+export async function copyBackup(from: NatsConnection, to: NatsConnection, manifest: StreamManifest, bucket = "backups"): Promise<void> {
   const source = await new Objm(jetstream(from)).open(bucket);
   const target = await new Objm(jetstream(to)).open(bucket);
   const names = objectNames(manifest.id);

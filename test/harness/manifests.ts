@@ -8,10 +8,10 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { ManifestMetadataKey, objectNames } from "../../src/catalogue/catalogue.ts";
 import { putSmallObject } from "../../src/catalogue/object-writes.ts";
-import type { BackupManifest } from "../../src/mod.ts";
+import type { StreamManifest } from "../../src/mod.ts";
 
 /** Stores `manifest` as its backup's manifest object, with no parts: listed, not restorable. */
-export async function writeManifest(nc: NatsConnection, manifest: BackupManifest, bucket = "backups"): Promise<void> {
+export async function writeManifest(nc: NatsConnection, manifest: StreamManifest, bucket = "backups"): Promise<void> {
   const json = JSON.stringify(manifest);
   await putSmallObject(jetstream(nc), bucket, objectNames(manifest.id).manifest, new TextEncoder().encode(json), {
     metadata: { [ManifestMetadataKey]: json },
@@ -29,7 +29,7 @@ export function ulidAt(time: number): string {
 }
 
 /** The manifest of a backup of `stream` that started at `time`. */
-export function fakeManifest(stream: string, time: number, extra: Partial<BackupManifest> = {}): BackupManifest {
+export function fakeManifest(stream: string, time: number, extra: Partial<StreamManifest> = {}): StreamManifest {
   const id = ulidAt(time);
   return {
     type: "io.nats.backup.v1.manifest",
@@ -54,7 +54,7 @@ export function fakeManifest(stream: string, time: number, extra: Partial<Backup
 }
 
 /** Writes the manifests, `parallel` at a time. */
-export async function writeManifests(nc: NatsConnection, manifests: BackupManifest[], bucket = "backups", parallel = 100): Promise<void> {
+export async function writeManifests(nc: NatsConnection, manifests: StreamManifest[], bucket = "backups", parallel = 100): Promise<void> {
   for (let i = 0; i < manifests.length; i += parallel) {
     await Promise.all(manifests.slice(i, i + parallel).map((m) => writeManifest(nc, m, bucket)));
   }

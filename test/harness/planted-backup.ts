@@ -9,11 +9,11 @@ import { jetstream } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import { objectNames } from "../../src/catalogue/catalogue.ts";
 import { putSmallObject } from "../../src/catalogue/object-writes.ts";
-import type { BackupManifest } from "../../src/mod.ts";
+import type { StreamManifest } from "../../src/mod.ts";
 import { ulidAt, writeManifest } from "./manifests.ts";
 
 /** Stores a new backup of `like.stream`, newer than any before, whose archive is `archive`; returns its manifest. */
-export async function plantBackup(nc: NatsConnection, like: BackupManifest, archive: Uint8Array, bucket = "backups"): Promise<BackupManifest> {
+export async function plantBackup(nc: NatsConnection, like: StreamManifest, archive: Uint8Array, bucket = "backups"): Promise<StreamManifest> {
   const js = jetstream(nc);
   const config = await (await new Objm(js).open(bucket)).getBlob(objectNames(like.id).config);
   if (!config) throw new Error(`backup ${like.id} has no backup.json in bucket ${bucket}`);
@@ -22,7 +22,7 @@ export async function plantBackup(nc: NatsConnection, like: BackupManifest, arch
   const names = objectNames(id);
   await putSmallObject(js, bucket, names.config, config);
   const { meta } = await putSmallObject(js, bucket, names.archive, archive);
-  const manifest: BackupManifest = {
+  const manifest: StreamManifest = {
     ...like,
     id,
     created: new Date(now).toISOString(),

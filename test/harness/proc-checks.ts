@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm, type ObjectInfo } from "@nats-io/obj";
-import type { BackupManifest, JobRecord } from "../../src/mod.ts";
+import type { StreamManifest, JobRecord } from "../../src/mod.ts";
 import { readStream } from "./fixtures.ts";
 import { jsApi, streamState, subjectCounts, type StreamStateLite } from "./inspect.ts";
 import { request, type Reply } from "./service.ts";
@@ -84,8 +84,8 @@ export async function waitForRecord(
 }
 
 /** The completed backups `$BACKUP.list` shows (of one stream when given). */
-export async function listBackups(nc: NatsConnection, stream?: string): Promise<BackupManifest[]> {
-  const reply = await requestPatiently<{ backups: BackupManifest[] }>(nc, "$BACKUP.list", stream ? { stream } : "");
+export async function listBackups(nc: NatsConnection, stream?: string): Promise<StreamManifest[]> {
+  const reply = await requestPatiently<{ backups: StreamManifest[] }>(nc, "$BACKUP.list", stream ? { stream } : "");
   if (reply.errorCode !== null) throw new Error(`$BACKUP.list: ${reply.raw}`);
   return reply.body.backups;
 }
