@@ -237,6 +237,31 @@ describe("replies of a running service", () => {
     assert.equal(reply.body.backup, backupId);
   });
 
+  test("account jobs: job_started, status events, the records and the manifest follow their schemas", async () => {
+    const started = await request<JobStarted>(nc, Subjects.backupAccount, { data: true, tag: "protocol-test" });
+    assert.equal(started.errorCode, null, started.raw);
+    assertValid("job_started", started.body);
+    assert.equal(started.body.scope, "account");
+    const record = await waitForJob(nc, started.body.id);
+    assertValid("job_record", record);
+    assert.equal(record.state, "completed", JSON.stringify(record.error));
+    const info = await request(nc, Subjects.info(started.body.id));
+    assertValid("backup_manifest", info.body);
+    assert.equal((info.body as { scope: string }).scope, "account");
+    const listed = await request<{ backups: { id: string; scope: string }[] }>(nc, Subjects.list, { scope: "account" });
+    assertValid("list_reply", listed.body);
+    assert.deepEqual(listed.body.backups.map((b) => [b.id, b.scope]), [[started.body.id, "account"]]);
+
+    const skipped = await request<JobRecord>(nc, Subjects.restoreAccount, { wait: true }, 60_000);
+    assertErrorReply(skipped, 409, /already exist/);
+    const updated = await request<JobRecord>(nc, Subjects.restoreAccount, { wait: true, update_streams: true }, 60_000);
+    assert.equal(updated.errorCode, null, updated.raw);
+    assertValid("job_record", updated.body);
+    await nc.flush();
+    for (const e of events.filter((ev) => ev.body.scope === "account")) assertValid("job_record", e.body, `a status event on ${e.subject}`);
+    assertValid("delete_reply", (await request(nc, Subjects.delete(started.body.id))).body);
+  });
+
   test("$BACKUP.delete.<id> replies a delete_reply", async () => {
     const reply = await request(nc, Subjects.delete(backupId));
     assert.equal(reply.errorCode, null, reply.raw);

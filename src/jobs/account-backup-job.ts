@@ -146,7 +146,8 @@ async function saveStream(
   try {
     release = await hold({ stream });
     const info = await jsApiRequest(nc, `STREAM.INFO.${stream}`).catch((err: unknown) => {
-      if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) throw BackupError.notFound(`stream ${stream} not found`);
+      // Deleted since the account's streams were listed: in the server's words.
+      if (err instanceof JetStreamApiError) throw new BackupError(err.code, `stream ${stream}: ${err.serverDescription} (${err.errCode})`);
       throw err;
     });
     const configText = rawMembers(info).get("config");

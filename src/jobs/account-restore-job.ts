@@ -50,7 +50,8 @@ export async function restoreAccount(
   const clustered = nc.info?.cluster !== undefined;
   const warnings: string[] = [];
   const withData = (e: AccountStream) => req.data && e.data !== undefined;
-  const expected = entries.reduce((n, e) => n + (withData(e) ? e.data!.size : 0), 0);
+  // Bytes of the snapshots to restore; less those of streams that end without theirs (skipped, updated, failed).
+  let expected = entries.reduce((n, e) => n + (withData(e) ? e.data!.size : 0), 0);
   const moved = new Map<string, { bytes: number; chunks: number }>();
   const running = new Set<string>();
   let done = 0;
@@ -84,6 +85,10 @@ export async function restoreAccount(
     });
     running.delete(stream);
     done++;
+    if (withData(entry) && item.action !== "restored") {
+      expected -= entry.data!.size;
+      moved.delete(stream);
+    }
     report();
     return item;
   };
@@ -255,15 +260,30 @@ async function currentConfig(nc: JobContext["nc"], subject: string): Promise<{ c
 }
 
 /**
- * The fields of `wanted` whose value differs from `current`'s. Fields only `current` has are
- * defaults the server filled in, not changes.
+ * The fields whose value differs between `current` and `wanted`. A field only `current` has is a
+ * change (the update drops it, a description added since, say) unless its value is empty (false,
+ * 0, "", [], {}): such a field is a default a newer server writes out, which the saved
+ * configuration of an older one lacks.
  */
 export function changedFields(current: string, wanted: string): string[] {
-  const have = JSON.parse(current) as Record<string, unknown>;
-  const want = JSON.parse(wanted) as Record<string, unknown>;
-  return Object.keys(want)
-    .filter((k) => canonical(want[k]) !== canonical(have[k]))
-    .sort();
+  const have = withoutServerMetadata(JSON.parse(current) as Record<string, unknown>);
+  const want = withoutServerMetadata(JSON.parse(wanted) as Record<string, unknown>);
+  const differ = Object.keys(want).filter((k) => canonical(want[k]) !== canonical(have[k]) && !(have[k] === undefined && isEmpty(want[k])));
+  const dropped = Object.keys(have).filter((k) => !(k in want) && !isEmpty(have[k]));
+  return [...differ, ...dropped].sort();
+}
+
+/** The configuration without the `_nats.*` metadata the server writes itself (2.11+): not the user's to change. */
+function withoutServerMetadata(config: Record<string, unknown>): Record<string, unknown> {
+  const metadata = config.metadata as Record<string, unknown> | undefined;
+  if (!metadata || typeof metadata !== "object") return config;
+  return { ...config, metadata: Object.fromEntries(Object.entries(metadata).filter(([k]) => !k.startsWith("_nats."))) };
+}
+
+function isEmpty(value: unknown): boolean {
+  if (value === null || value === false || value === 0 || value === "") return true;
+  if (Array.isArray(value)) return value.length === 0;
+  return typeof value === "object" && Object.keys(value as object).length === 0;
 }
 
 /** JSON with object keys sorted, so that member order does not count as a change. */
