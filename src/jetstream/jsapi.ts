@@ -69,12 +69,12 @@ export async function streamExists(nc: NatsConnection, stream: string): Promise<
 
 /**
  * What STREAM.INFO says of a stream: when it was created (a restored stream keeps its
- * original's) and its storage; null when there is no such stream.
+ * original's), its storage and its bytes; null when there is no such stream.
  */
-export async function streamSummary(nc: NatsConnection, stream: string): Promise<{ created: string; storage: string } | null> {
+export async function streamSummary(nc: NatsConnection, stream: string): Promise<{ created: string; storage: string; bytes: number } | null> {
   try {
-    const info = JSON.parse(await jsApiRequest(nc, `STREAM.INFO.${stream}`)) as { created: string; config: { storage?: string } };
-    return { created: info.created, storage: info.config.storage ?? "file" };
+    const info = JSON.parse(await jsApiRequest(nc, `STREAM.INFO.${stream}`)) as { created: string; config: { storage?: string }; state?: { bytes?: number } };
+    return { created: info.created, storage: info.config.storage ?? "file", bytes: info.state?.bytes ?? 0 };
   } catch (err) {
     if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNotFound) return null;
     throw err;

@@ -107,6 +107,10 @@ export async function takeSnapshot(
       `stream ${stream} uses memory storage, which nats-server ${version.text} cannot snapshot (nats-server 2.15 and later can)`,
     );
   }
+  const maxBytes = ctx.limits?.maxBackupBytes;
+  if (maxBytes !== undefined && described.bytes > maxBytes) {
+    throw new BackupError(ErrorCode.PayloadTooLarge, `stream ${stream} holds ${described.bytes} bytes, more than the ${maxBytes} a backup may hold here (max_backup_bytes)`);
+  }
   const consumers = req.consumers ? await consumerNames(nc, stream) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
   let acceptedOnce = false;

@@ -20,6 +20,11 @@ export interface Tuning {
   accountParallel: number;
 }
 
+export interface Limits {
+  /** A stream holding more bytes than this is not backed up (413). */
+  maxBackupBytes?: number;
+}
+
 export const DefaultTuning: Tuning = {
   chunkSize: 256 * KiB,
   restoreWindow: 16,
@@ -40,4 +45,5 @@ export interface JobContext {
   catalogue: Catalogue;
   log: Logger;
   tuning: Tuning;
+  limits?: Limits;
 }

@@ -26,6 +26,8 @@ export interface JobInit {
   /** The stream of a stream job. */
   stream?: string;
   instance: string;
+  /** The tenant the job is for, when the process serves several. */
+  tenant?: string;
 }
 
 export class Job {
@@ -59,6 +61,7 @@ export class Job {
       state: "running",
       status_subject: Subjects.status(init.id),
       instance: init.instance,
+      ...(init.tenant !== undefined ? { tenant: init.tenant } : {}),
       created: now,
       updated: now,
       progress: { bytes: 0, chunks: 0, rate: 0 },
@@ -110,6 +113,12 @@ export class Job {
       p.bytes_expected = expected;
       p.percent = expected > 0 ? Math.min(100, Math.round((bytes / expected) * 1000) / 10) : 100;
     }
+  }
+
+  /** While the job waits for a shared job slot: what it waits for; null once it has one. */
+  waitingFor(what: string | null): void {
+    if (what === null) delete this.#record.waiting;
+    else this.#record.waiting = what;
   }
 
   /** For an account job: streams ended of the total, and those in progress. */

@@ -14,7 +14,8 @@ import type { JobContext } from "./context.ts";
 import { newId } from "./ids.ts";
 import { Job, type Operation, type Scope } from "./job.ts";
 import type { JobStore } from "./job-store.ts";
-import type { Lock, Lockable, Locks } from "./locks.ts";
+import type { Lock, Locks } from "./locks.ts";
+import type { JobSlots } from "./job-slots.ts";
 import { restoreStream } from "./restore-job.ts";
 import { JobFailed, type Finished, type Hold } from "./pipeline.ts";
 
@@ -33,6 +34,8 @@ export class JobRunner {
     readonly maxJobs = Number.POSITIVE_INFINITY,
     /** The streams of the service's own buckets, by stream name, with the bucket each is: never backed up or restored. */
     private readonly ownStreams: ReadonlyMap<string, string> = new Map(),
+    /** The tenant this runner's jobs are for, and the job slots it shares with other tenants' runners. */
+    private readonly shared: { tenant?: string; slots?: JobSlots } = {},
   ) {}
 
   backup(stream: string, req: BackupStreamRequest): Promise<Job> {
@@ -103,7 +106,14 @@ export class JobRunner {
     }
     const scope: Scope = stream === null ? "account" : "stream";
     const job = new Job(
-      { id: newId(), operation, scope, ...(stream !== null ? { stream } : {}), instance: this.instance },
+      {
+        id: newId(),
+        operation,
+        scope,
+        ...(stream !== null ? { stream } : {}),
+        instance: this.instance,
+        ...(this.shared.tenant !== undefined ? { tenant: this.shared.tenant } : {}),
+      },
       this.ctx.nc,
       this.jobs,
       this.ctx.log,
@@ -114,20 +124,11 @@ export class JobRunner {
     const accepted = new Promise<void>((resolve) => (signalAccepted = resolve));
 
     const finished = (async () => {
-      const holder = { job: job.id, operation, instance: this.instance };
-      const held = new Set<Lock>();
-      if (stream !== null) held.add(await this.locks.acquire({ stream }, holder));
+      const releaseSlot = await this.#slot(job, signalAccepted);
       try {
-        return await pipeline(signalAccepted, job, async (what) => {
-          const lock = await this.locks.acquire(what, holder);
-          held.add(lock);
-          return async () => {
-            held.delete(lock);
-            await lock.release();
-          };
-        });
+        return await this.#run(job, operation, stream, pipeline, signalAccepted);
       } finally {
-        for (const lock of [...held].reverse()) await lock.release();
+        releaseSlot?.();
       }
     })();
     finished.then(
@@ -149,5 +150,40 @@ export class JobRunner {
       throw BackupError.from(err).ofJob(job.id);
     }
     return job;
+  }
+
+  /**
+   * A slot under the limit this runner shares with other tenants (none: no shared limit). A job
+   * that has to wait for one is accepted at once (its request answered) and says what it waits for.
+   */
+  async #slot(job: Job, accepted: () => void): Promise<(() => void) | null> {
+    const { slots } = this.shared;
+    if (!slots) return null;
+    const now = slots.tryAcquire();
+    if (now) return now;
+    job.waitingFor(`a job slot: ${slots.running} jobs of this process's tenants run, its limit; ${slots.waiting() + 1} wait, served one tenant at a time`);
+    accepted();
+    const release = await slots.acquire(this.shared.tenant ?? "", job.signal);
+    job.waitingFor(null);
+    return release;
+  }
+
+  /** The job's pipeline, under its stream's lock (a stream job) and the locks it takes as it goes. */
+  async #run(job: Job, operation: Operation, stream: string | null, pipeline: Pipeline, accepted: () => void): Promise<Finished> {
+    const holder = { job: job.id, operation, instance: this.instance };
+    const held = new Set<Lock>();
+    if (stream !== null) held.add(await this.locks.acquire({ stream }, holder));
+    try {
+      return await pipeline(accepted, job, async (what) => {
+        const lock = await this.locks.acquire(what, holder);
+        held.add(lock);
+        return async () => {
+          held.delete(lock);
+          await lock.release();
+        };
+      });
+    } finally {
+      for (const lock of [...held].reverse()) await lock.release();
+    }
   }
 }

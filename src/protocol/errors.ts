@@ -4,6 +4,7 @@ export const ErrorCode = {
   BadRequest: 400,
   NotFound: 404,
   Conflict: 409,
+  PayloadTooLarge: 413,
   TooManyRequests: 429,
   Internal: 500,
   Unavailable: 503,

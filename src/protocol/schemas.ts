@@ -291,6 +291,11 @@ export const JobRecord = z.looseObject({
   status_subject: z.string(),
   backup: backupId.optional().describe("for a restore: the backup it restores"),
   instance: z.string().describe("the service instance running the job"),
+  tenant: z.string().optional().describe("the tenant (account) the job is for, when the service serves several"),
+  waiting: z
+    .string()
+    .optional()
+    .describe("present while the job waits for a slot under the process-wide job limit its tenants share: what it waits for"),
   created: z.string(),
   updated: z.string(),
   ended: z.string().optional(),

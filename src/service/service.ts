@@ -14,6 +14,7 @@ import { DefaultTuning, type Tuning } from "../jobs/context.ts";
 import { JobStore } from "../jobs/job-store.ts";
 import { Locks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
+import type { JobSlots } from "../jobs/job-slots.ts";
 import { checkPolicy, Retention } from "../jobs/retention.ts";
 import type { RetentionPolicy } from "../protocol/schemas.ts";
 import { DefaultSweep, Sweeper, type SweepOptions } from "../jobs/sweeper.ts";
@@ -47,6 +48,15 @@ export interface BackupServiceOptions {
   tuning?: Partial<Tuning>;
   /** Streams an account backup or restore works on at once (default 4): `Tuning.accountParallel`. */
   accountParallel?: number;
+  /**
+   * The tenant (account) this service serves, when one process serves several: named in its
+   * `$SRV.INFO` metadata, every job record and event, and every log line.
+   */
+  tenant?: string;
+  /** Job slots shared with the other tenants' services of this process (a process-wide limit, shared fairly). */
+  slots?: JobSlots;
+  /** A stream holding more bytes than this is not backed up (413). */
+  maxBackupBytes?: number;
   /**
    * The options `nc` was connected with. Each job's data connection takes its credentials and
    * TLS settings from them; without them, from nats.js's copy on `nc` (not typed API).
@@ -84,7 +94,8 @@ export const Defaults = {
 export async function startBackupService(nc: NatsConnection, opts: BackupServiceOptions = {}): Promise<BackupService> {
   const bucket = opts.bucket ?? Defaults.bucket;
   const replicas = opts.replicas ?? Defaults.replicas;
-  const log = opts.logger ?? pino({ level: "silent" });
+  const baseLog = opts.logger ?? pino({ level: "silent" });
+  const log = opts.tenant !== undefined ? baseLog.child({ tenant: opts.tenant }) : baseLog;
   const retentionDefaults = checkPolicy(opts.retention ?? {}, "the default retention's");
   const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true, log });
   const jobs = await JobStore.open(catalogue.js, {
@@ -104,7 +115,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     version: packageVersion,
     description: "Backup and restore of JetStream streams and accounts into an object store bucket",
     queue: QueueGroup,
-    metadata: { bucket },
+    metadata: { bucket, ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}) },
     statsHandler: stats.statsHandler,
   });
   const id = service.info().id;
@@ -119,7 +130,11 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
     [`KV_${bucket}-jobs`, `job record bucket ${bucket}-jobs`],
     [`KV_${bucket}-locks`, `lock bucket ${bucket}-locks`],
   ]);
-  const runner = new JobRunner({ nc, openBulk, catalogue, log: jobLog, tuning }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs, ownStreams);
+  const limits = opts.maxBackupBytes !== undefined ? { maxBackupBytes: opts.maxBackupBytes } : {};
+  const runner = new JobRunner({ nc, openBulk, catalogue, log: jobLog, tuning, limits }, jobs, locks, id, opts.maxJobs ?? Defaults.maxJobs, ownStreams, {
+    ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
+    ...(opts.slots ? { slots: opts.slots } : {}),
+  });
   const retention = new Retention({
     catalogue,
     locks,
