@@ -88,6 +88,27 @@ function nkeySeed(setting: string, path: string): Uint8Array {
   return seed;
 }
 
+/** A setting's value and where it came from (a flag, a variable, a context field, a tenant's field), for messages. */
+export interface ChosenSetting {
+  value: string;
+  from: string;
+}
+
+/** Connection settings once chosen: what `connectionOptionsFrom` turns into options, whoever chose them. */
+export interface ChosenSettings {
+  /** One URL, or several separated by commas. */
+  servers: string;
+  creds?: ChosenSetting;
+  nkey?: ChosenSetting;
+  user?: string;
+  password?: string;
+  token?: string;
+  cert?: ChosenSetting;
+  key?: ChosenSetting;
+  ca?: ChosenSetting;
+  tlsFirst?: boolean;
+}
+
 export function connectionOptions(flags: ConnectionFlags, env: Env = process.env): NodeConnectionOptions {
   const ctx = readContext(flags.context ?? env.NATS_CONTEXT, env);
   /** The value and where it came from, for messages. */
@@ -99,16 +120,28 @@ export function connectionOptions(flags: ConnectionFlags, env: Env = process.env
         : fromContext
           ? { value: fromContext, from: `the context's ${field}` }
           : undefined;
-  const servers = pick(flags.server, "server", "NATS_URL", ctx.url, "url")?.value ?? DefaultUrl;
-  const creds = pick(flags.creds, "creds", "NATS_CREDS", ctx.creds, "creds");
-  const nkey = pick(flags.nkey, "nkey", "NATS_NKEY", ctx.nkey, "nkey");
-  const user = pick(flags.user, "user", "NATS_USER", ctx.user, "user")?.value;
-  const pass = pick(flags.password, "password", "NATS_PASSWORD", ctx.password, "password")?.value;
-  const token = pick(flags.token, "token", "NATS_TOKEN", ctx.token, "token")?.value;
-  const cert = pick(flags.tlscert, "tlscert", "NATS_CERT", ctx.cert, "cert");
-  const key = pick(flags.tlskey, "tlskey", "NATS_KEY", ctx.key, "key");
-  const ca = pick(flags.tlsca, "tlsca", "NATS_CA", ctx.ca, "ca");
-  const tlsFirst = flags.tlsfirst === true || ctx.tls_first === true;
+  return connectionOptionsFrom({
+    servers: pick(flags.server, "server", "NATS_URL", ctx.url, "url")?.value ?? DefaultUrl,
+    creds: pick(flags.creds, "creds", "NATS_CREDS", ctx.creds, "creds"),
+    nkey: pick(flags.nkey, "nkey", "NATS_NKEY", ctx.nkey, "nkey"),
+    user: pick(flags.user, "user", "NATS_USER", ctx.user, "user")?.value,
+    password: pick(flags.password, "password", "NATS_PASSWORD", ctx.password, "password")?.value,
+    token: pick(flags.token, "token", "NATS_TOKEN", ctx.token, "token")?.value,
+    cert: pick(flags.tlscert, "tlscert", "NATS_CERT", ctx.cert, "cert"),
+    key: pick(flags.tlskey, "tlskey", "NATS_KEY", ctx.key, "key"),
+    ca: pick(flags.tlsca, "tlsca", "NATS_CA", ctx.ca, "ca"),
+    tlsFirst: flags.tlsfirst === true || ctx.tls_first === true,
+  });
+}
+
+/**
+ * Options from settings already chosen; reads the creds, nkey and TLS files they name (each must
+ * exist). Nothing comes from the environment or a context here: `connectionOptions` chooses for
+ * `serve`, a tenants file for each tenant.
+ */
+export function connectionOptionsFrom(settings: ChosenSettings): NodeConnectionOptions {
+  const { servers, creds, nkey, user, password: pass, token, cert, key, ca } = settings;
+  const tlsFirst = settings.tlsFirst === true;
   if (Boolean(cert) !== Boolean(key)) {
     throw new Error(`a client certificate needs both a certificate and its key: ${cert ? `${cert.from} without a key (--tlskey, NATS_KEY)` : `${key!.from} without a certificate (--tlscert, NATS_CERT)`}`);
   }
