@@ -6,6 +6,10 @@ import { Defaults, startBackupService, type BackupService } from "../service/ser
 import { DefaultTuning } from "../jobs/context.ts";
 import { durationMs } from "../protocol/duration.ts";
 import { connectNats, connectionOptions } from "./connect.ts";
+import { serveTenants, TenantsSubject, type ServedTenants } from "../tenants/serve-tenants.ts";
+
+/** With --tenants, the jobs of every tenant running at once unless --max-jobs-total says otherwise. */
+const DefaultMaxJobsTotal = 64;
 
 const usage = `nats-backup ${packageVersion}: JetStream backup and restore as a NATS micro service
 
@@ -34,6 +38,12 @@ Service:
                          as the nats CLI writes durations (30d, 12h, 1h30m, 1w, 1M, 1y) or seconds [default: none]
                          (a backup request's keep_last and max_age win for its stream)
       --log-level LEVEL  pino level                         [LOG_LEVEL, default info]
+Tenants (one process serving many accounts, each with its own credentials and bucket):
+      --tenants FILE     the accounts to serve (JSON or YAML; see protocol/README.md); read again
+                         on SIGHUP and when it changes. The connection settings above then make
+                         the admin connection, which answers ${TenantsSubject}; --bucket, --replicas,
+                         --max-jobs (per tenant), --keep-last and --max-age are the tenants' defaults
+      --max-jobs-total N jobs of all tenants running at once, shared fairly [default ${DefaultMaxJobsTotal}]
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -58,6 +68,8 @@ async function main(argv: string[]): Promise<number> {
       replicas: { type: "string" },
       "shutdown-grace": { type: "string" },
       "max-jobs": { type: "string" },
+      "max-jobs-total": { type: "string" },
+      tenants: { type: "string" },
       "account-parallel": { type: "string" },
       "keep-last": { type: "string" },
       "max-age": { type: "string" },
@@ -87,25 +99,23 @@ async function main(argv: string[]): Promise<number> {
   // Nothing ends this process unseen: an error no handler caught is logged and, where it names a
   // job, fails that job; an exception thrown out of a callback stops the service as a signal would.
   let svc: BackupService | undefined;
+  let tenants: ServedTenants | undefined;
+  const serviceOf = (reason: unknown) => {
+    const job = (reason as { job?: string }).job;
+    return svc ?? (job ? tenants?.host.status().map((t) => tenants!.host.service(t.name)).find((s) => s?.runner.running(job)) : undefined);
+  };
   process.on("unhandledRejection", (reason) => {
-    if (svc) svc.failStray(reason);
+    const owner = serviceOf(reason);
+    if (owner) owner.failStray(reason);
     else log.error({ err: reason }, "an error escaped its handler");
   });
   process.on("uncaughtException", (err) => {
     log.fatal({ err }, "an exception escaped its handler; stopping");
-    void (svc?.stop() ?? Promise.resolve()).finally(() => process.exit(70));
+    void (svc?.stop() ?? tenants?.stop() ?? Promise.resolve()).finally(() => process.exit(70));
   });
 
   const connection = connectionOptions({ ...values, tlsfirst: values.tlsfirst || values["tls-first"] });
-  const nc = await connectNats(connection);
-  log.info({ server: nc.getServer() }, "connected");
-  void (async () => {
-    for await (const s of nc.status()) if (s.type !== "ping") log.info({ status: s.type }, "connection status");
-  })();
-  svc = await startBackupService(nc, {
-    logger: log,
-    // Its jobs' data connections connect as this one did.
-    connectionOptions: connection,
+  const defaults = {
     ...(values.bucket ? { bucket: values.bucket } : {}),
     ...(replicas ? { replicas } : {}),
     ...(maxJobs ? { maxJobs } : {}),
@@ -114,7 +124,30 @@ async function main(argv: string[]): Promise<number> {
     ...(keepLast !== undefined || maxAge !== undefined
       ? { retention: { ...(keepLast !== undefined ? { keep_last: keepLast } : {}), ...(maxAge !== undefined ? { max_age: maxAge } : {}) } }
       : {}),
-  });
+  };
+  const nc = await connectNats(connection);
+  log.info({ server: nc.getServer() }, "connected");
+  void (async () => {
+    for await (const s of nc.status()) if (s.type !== "ping") log.info({ status: s.type }, "connection status");
+  })();
+  if (values.tenants) {
+    const maxJobsTotal = values["max-jobs-total"] !== undefined ? positiveInt("--max-jobs-total", values["max-jobs-total"]) : DefaultMaxJobsTotal;
+    tenants = await serveTenants({
+      file: values.tenants,
+      servers: (connection.servers as string[]).join(","),
+      log,
+      maxJobsTotal: Math.max(1, maxJobsTotal),
+      defaults,
+      admin: nc,
+    });
+  } else {
+    svc = await startBackupService(nc, {
+      logger: log,
+      // Its jobs' data connections connect as this one did.
+      connectionOptions: connection,
+      ...defaults,
+    });
+  }
 
   await new Promise<void>((resolve) => {
     const onSignal = (signal: string) => {
@@ -124,7 +157,7 @@ async function main(argv: string[]): Promise<number> {
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
   });
-  await svc.stop();
+  await (svc ?? tenants)?.stop();
   await nc.drain();
   return 0;
 }

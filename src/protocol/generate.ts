@@ -9,8 +9,14 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { ProtocolSchemas } from "./schemas.ts";
+import { TenantsFile } from "./tenants-file.ts";
 
-export type ProtocolSchemaName = keyof typeof ProtocolSchemas;
+/** Every document protocol/schemas holds: the service's bodies, and the tenants file `serve --tenants` reads. */
+const Documents = { ...ProtocolSchemas, tenants_file: TenantsFile } as const;
+/** Rendered on their input side: what a person or client writes (a defaulted field is optional). */
+const Inputs = new Set(["tenants_file"]);
+
+export type ProtocolSchemaName = keyof typeof Documents;
 
 /** Where the generated files live, from the project root. */
 export const SchemaDir = "protocol/schemas";
@@ -34,6 +40,8 @@ const Descriptions: Record<ProtocolSchemaName, string> = {
   delete_reply: "The reply of $BACKUP.delete.<id>",
   prune_request: "The body of a request on $BACKUP.prune; an empty body applies each stream's retention policy",
   prune_reply: "The reply of $BACKUP.prune: what was removed (dry_run: would be removed) and what was skipped, by stream",
+  tenants_file:
+    "The tenants file (serve --tenants FILE, JSON or YAML): the accounts one service serves, each with how to connect as one of its users, its bucket and its limits",
   error_reply:
     "The body of every error reply; the headers Nats-Service-Error-Code and Nats-Service-Error carry the same code and description",
 };
@@ -41,8 +49,8 @@ const Descriptions: Record<ProtocolSchemaName, string> = {
 /** File name → file text, for every schema, in ProtocolSchemas order. */
 export function renderProtocolSchemas(): Map<string, string> {
   const files = new Map<string, string>();
-  for (const [name, schema] of Object.entries(ProtocolSchemas) as [ProtocolSchemaName, z.ZodType][]) {
-    const io = name.endsWith("_request") ? "input" : "output";
+  for (const [name, schema] of Object.entries(Documents) as [ProtocolSchemaName, z.ZodType][]) {
+    const io = name.endsWith("_request") || Inputs.has(name) ? "input" : "output";
     const { $schema, ...rest } = z.toJSONSchema(schema, { io, target: "draft-2020-12" });
     const document = {
       $schema,

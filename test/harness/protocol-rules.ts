@@ -42,7 +42,10 @@ export class ProtocolSchemas {
    * RegExp with the `u` flag as JSON Schema's patterns are read.
    */
   idPattern(): RegExp {
-    const id = (this.raw.get("backup_manifest")?.properties as Record<string, { pattern?: string }> | undefined)?.id;
+    // The manifest is one of a stream's or an account's; both write the same id rule.
+    const manifest = this.raw.get("backup_manifest") as { properties?: unknown; oneOf?: { properties?: unknown }[] } | undefined;
+    const properties = manifest?.properties ?? manifest?.oneOf?.[0]?.properties;
+    const id = (properties as Record<string, { pattern?: string }> | undefined)?.id;
     if (!id?.pattern) throw new Error("backup_manifest.json has no id pattern");
     return new RegExp(id.pattern, "u");
   }
