@@ -20,6 +20,7 @@ import { deliverArchive, type DeliveryOptions } from "./archive-delivery.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import { ManifestIndex } from "./manifest-index.ts";
+import { apiPrefix } from "../jetstream/jsapi.ts";
 import { cutPage, type ListPage } from "./list-page.ts";
 
 export interface CatalogueOptions {
@@ -85,7 +86,7 @@ export class Catalogue {
 
   /** Opens the bucket, creating it on first use. */
   static async open(nc: NatsConnection, opts: CatalogueOptions): Promise<Catalogue> {
-    const js = jetstream(nc);
+    const js = jetstream(nc, { apiPrefix: apiPrefix(nc) });
     const store = await new Objm(js).create(opts.bucket, {
       replicas: opts.replicas ?? 1,
       description: "nats-backup: stream snapshots",
@@ -265,7 +266,7 @@ export class Catalogue {
   }
 
   async #lastMeta(subject: string): Promise<ObjectMetaRecord | null> {
-    const reply = await this.nc.request(`$JS.API.DIRECT.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: subject }), {
+    const reply = await this.nc.request(`${apiPrefix(this.nc)}.DIRECT.GET.${streamOf(this.bucket)}`, JSON.stringify({ last_by_subj: subject }), {
       timeout: 5000,
     });
     if (reply.headers?.code && reply.headers.code >= 300) return null;

@@ -12,6 +12,7 @@
  * away, that message was deleted meanwhile), or the index failed and is being rebuilt, it answers
  * null and the caller reads the bucket.
  */
+import { apiPrefix } from "../jetstream/jsapi.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { DeliverPolicy, jetstream, type Consumer, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
 import type { Logger } from "pino";
@@ -47,7 +48,7 @@ export class ManifestIndex {
     private readonly manifestOf: ManifestOf,
     private readonly log: Logger,
   ) {
-    this.js = jetstream(nc);
+    this.js = jetstream(nc, { apiPrefix: apiPrefix(nc) });
   }
 
   /** Starts following the bucket's metadata. */
@@ -150,7 +151,7 @@ export class ManifestIndex {
 
 /** The stream sequence of the bucket's last metadata message (0: none), by a direct get. */
 async function lastMetadataSeq(nc: NatsConnection, bucket: string): Promise<number> {
-  const reply = await nc.request(`$JS.API.DIRECT.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: `${metaSubject(bucket, "")}>` }), {
+  const reply = await nc.request(`${apiPrefix(nc)}.DIRECT.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: `${metaSubject(bucket, "")}>` }), {
     timeout: 5000,
   });
   const status = reply.headers?.code ?? 0;

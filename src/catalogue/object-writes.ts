@@ -8,6 +8,7 @@
  * sequence, which moves no consumer. Readers (this service, the nats CLI, the object store
  * libraries) read the last message of a metadata subject either way.
  */
+import { apiPrefix } from "../jetstream/jsapi.ts";
 import { createHash } from "node:crypto";
 import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
@@ -40,7 +41,7 @@ export async function readMeta(nc: NatsConnection, bucket: string, name: string)
   const subject = metaSubject(bucket, name);
   let reply;
   try {
-    reply = await nc.request(`$JS.API.DIRECT.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: subject }), { timeout: 5000 });
+    reply = await nc.request(`${apiPrefix(nc)}.DIRECT.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: subject }), { timeout: 5000 });
   } catch (err) {
     throw new BackupError(ErrorCode.Unavailable, `could not read ${name} from bucket ${bucket}: ${(err as Error).message}`, { cause: err });
   }

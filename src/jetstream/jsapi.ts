@@ -4,6 +4,22 @@ import { BackupError, ErrorCode } from "../protocol/errors.ts";
 
 export const JsApiPrefix = "$JS.API";
 
+/** Connections whose JetStream is in another domain, with the prefix that addresses it. */
+const domainPrefixes = new WeakMap<NatsConnection, string>();
+
+/**
+ * From now on, every JetStream API request this service sends on `nc` goes to `domain`'s
+ * JetStream (`$JS.<domain>.API`): a leaf node's or a hub's, from a server of the other.
+ */
+export function useDomain(nc: NatsConnection, domain: string | undefined): void {
+  if (domain) domainPrefixes.set(nc, `$JS.${domain}.API`);
+}
+
+/** The JetStream API prefix of `nc`: `$JS.API`, or its domain's. */
+export function apiPrefix(nc: NatsConnection): string {
+  return domainPrefixes.get(nc) ?? JsApiPrefix;
+}
+
 /** An error the JetStream API answered with, keeping the server's codes. */
 export class JetStreamApiError extends BackupError {
   constructor(
@@ -40,12 +56,12 @@ export async function jsApiRequest(
 ): Promise<string> {
   let text: string;
   try {
-    const reply = await nc.request(`${JsApiPrefix}.${subject}`, body, { timeout });
+    const reply = await nc.request(`${apiPrefix(nc)}.${subject}`, body, { timeout });
     text = reply.string();
   } catch (err) {
     throw new BackupError(
       ErrorCode.Unavailable,
-      `JetStream did not answer ${JsApiPrefix}.${subject}: ${(err as Error).message}`,
+      `JetStream did not answer ${apiPrefix(nc)}.${subject}: ${(err as Error).message}`,
       { cause: err },
     );
   }

@@ -15,6 +15,7 @@ import { JobStore } from "../jobs/job-store.ts";
 import { Locks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
 import type { JobSlots } from "../jobs/job-slots.ts";
+import { useDomain } from "../jetstream/jsapi.ts";
 import { checkPolicy, Retention } from "../jobs/retention.ts";
 import type { RetentionPolicy } from "../protocol/schemas.ts";
 import { DefaultSweep, Sweeper, type SweepOptions } from "../jobs/sweeper.ts";
@@ -58,6 +59,11 @@ export interface BackupServiceOptions {
   /** A stream holding more bytes than this is not backed up (413). */
   maxBackupBytes?: number;
   /**
+   * The JetStream domain whose JetStream holds the streams and the buckets (`$JS.<domain>.API`):
+   * a leaf node's or a hub's, reached from a server of the other. Default: the connected server's.
+   */
+  domain?: string;
+  /**
    * The options `nc` was connected with. Each job's data connection takes its credentials and
    * TLS settings from them; without them, from nats.js's copy on `nc` (not typed API).
    */
@@ -97,6 +103,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   const baseLog = opts.logger ?? pino({ level: "silent" });
   const log = opts.tenant !== undefined ? baseLog.child({ tenant: opts.tenant }) : baseLog;
   const retentionDefaults = checkPolicy(opts.retention ?? {}, "the default retention's");
+  useDomain(nc, opts.domain);
   const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true, log });
   const jobs = await JobStore.open(catalogue.js, {
     bucket: `${bucket}-jobs`,

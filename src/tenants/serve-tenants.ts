@@ -99,11 +99,6 @@ export async function serveTenants(opts: ServeTenantsOptions): Promise<ServedTen
 
 /** A tenants file entry as the host runs it: its connection options, and its service's options over the defaults. */
 function specOf(tenant: Tenant, opts: ServeTenantsOptions): TenantSpec {
-  if (tenant.domain !== undefined) {
-    throw new Error(
-      `tenants file ${opts.file}: tenant ${JSON.stringify(tenant.name)}: domain: JetStream domains are not supported by this version; connect the tenant to its domain's servers with url instead`,
-    );
-  }
   const limits = tenant.limits ?? {};
   const retention = {
     ...opts.defaults.retention,
@@ -118,6 +113,7 @@ function specOf(tenant: Tenant, opts: ServeTenantsOptions): TenantSpec {
       ...opts.defaults,
       ...(tenant.bucket !== undefined ? { bucket: tenant.bucket } : {}),
       ...(tenant.replicas !== undefined ? { replicas: tenant.replicas } : {}),
+      ...(tenant.domain !== undefined ? { domain: tenant.domain } : {}),
       ...(limits.max_jobs !== undefined ? { maxJobs: limits.max_jobs } : {}),
       ...(limits.max_backup_bytes !== undefined ? { maxBackupBytes: limits.max_backup_bytes } : {}),
       ...(Object.keys(retention).length > 0 ? { retention } : {}),
