@@ -28,6 +28,22 @@ export interface BenchArgs {
   /** Before each operation, wait (up to 30 s) until the machine is this % idle; 0: don't. */
   waitIdle: number;
   out?: string;
+  /** --account: the account bench (bench/account.ts) instead of the stream bench. */
+  account?: AccountArgs;
+}
+
+export const AccountSets = ["data", "empty"] as const;
+export type AccountSet = (typeof AccountSets)[number];
+
+export interface AccountArgs {
+  sets: AccountSet[];
+  /** Streams of the data set, and MiB of 1 KiB messages in each. */
+  dataStreams: number;
+  dataSizeMB: number;
+  /** Streams of the empty set. */
+  emptyStreams: number;
+  /** `nats-backup serve --account-parallel N`; undefined: the service's default. */
+  parallel?: number;
 }
 
 export const usage = `npm run bench -- [options]
@@ -48,6 +64,15 @@ export const usage = `npm run bench -- [options]
   --publish-window N   JetStream publishes in flight while building streams [2000]
   --wait-idle PCT      before each operation wait (≤ 30 s) until the machine's CPUs are PCT% idle; 0: no [60]
   --out FILE           results JSON                                   [bench/results/<timestamp>.json]
+
+  --account            the account bench instead: $BACKUP.account / $RESTORE.account against
+                       nats account backup / restore (the real CLI) on the same account; --size, --ops,
+                       --chunk-size, --raw-chunk-size and the sampler do not apply; --payload picks one kind [random]
+  --account-sets LIST  subset of ${AccountSets.join(",")}                                  [all]
+  --account-streams N  streams in the data set                         [100]
+  --account-size MB    MiB per stream in the data set, as 1 KiB messages [2]
+  --account-empty N    streams in the empty set                        [300]
+  --account-parallel N serve --account-parallel N: streams one account job works on at once (bin, bundle) [service default]
 `;
 
 function bytes(flag: string, text: string): number {
@@ -87,11 +112,23 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
       "publish-window": { type: "string" },
       out: { type: "string" },
       "wait-idle": { type: "string" },
+      account: { type: "boolean" },
+      "account-sets": { type: "string" },
+      "account-streams": { type: "string" },
+      "account-size": { type: "string" },
+      "account-empty": { type: "string" },
+      "account-parallel": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) return null;
-  const payload = values.payload ?? "both";
+  const payload = values.payload ?? (values.account ? "random" : "both");
+  const accountOnly = ["account-sets", "account-streams", "account-size", "account-empty", "account-parallel"] as const;
+  for (const flag of accountOnly) if (values[flag] !== undefined && !values.account) throw new Error(`--${flag} needs --account`);
+  if (values.account && payload === "both") throw new Error("--account takes one --payload: random or compressible");
+  if (values.account && values["account-parallel"] && values.service === "child") {
+    throw new Error("--account-parallel is a serve option: --service bin or bundle");
+  }
   if (values.service && !["bin", "child", "bundle"].includes(values.service)) throw new Error("--service is bin, child or bundle");
   if ((values.profile || values["no-async-traces"]) && values.service && values.service !== "child") {
     throw new Error("--profile and --no-async-traces need --service child");
@@ -116,5 +153,20 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
     publishWindow: values["publish-window"] ? positive("--publish-window", values["publish-window"]) : 2000,
     waitIdle: values["wait-idle"] !== undefined ? whole("--wait-idle", values["wait-idle"]) : 60,
     ...(values.out ? { out: values.out } : {}),
+    ...(values.account ? { account: accountArgs(values) } : {}),
+  };
+}
+
+function accountArgs(values: Record<string, string | boolean | undefined>): AccountArgs {
+  const text = (flag: string) => values[flag] as string | undefined;
+  const sets = text("account-sets") ? text("account-sets")!.split(",").map((s) => s.trim()) : [...AccountSets];
+  for (const set of sets) if (!(AccountSets as readonly string[]).includes(set)) throw new Error(`unknown account set ${set}; sets are ${AccountSets.join(",")}`);
+  const parallel = text("account-parallel");
+  return {
+    sets: AccountSets.filter((s) => sets.includes(s)),
+    dataStreams: text("account-streams") ? positive("--account-streams", text("account-streams")!) : 100,
+    dataSizeMB: text("account-size") ? positive("--account-size", text("account-size")!) : 2,
+    emptyStreams: text("account-empty") ? positive("--account-empty", text("account-empty")!) : 300,
+    ...(parallel ? { parallel: positive("--account-parallel", parallel) } : {}),
   };
 }

@@ -206,7 +206,7 @@ export function summarize(
   };
 }
 
-function table(header: string[], rows: string[][], alignLeft = 2): string {
+export function table(header: string[], rows: string[][], alignLeft = 2): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
     cells.map((c, i) => (i < alignLeft ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join("  ");

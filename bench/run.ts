@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: the service's backup and restore against the nats CLI's way of doing the same,
- * on a private nats-server, interleaved over rounds. See bench/README.md.
+ * on a private nats-server, interleaved over rounds; with --account, the account bench
+ * (bench/account.ts). See bench/README.md.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
@@ -14,10 +15,13 @@ import { parseBenchArgs, usage, type BenchArgs, type Op } from "./args.ts";
 import { buildStream, deleteStream, MessageSize, streamInfo, streamName, type PayloadKind, type StreamState } from "./fill.ts";
 import { serviceRequest } from "./jsapi.ts";
 import { summarizeProfile } from "./cpuprofile.ts";
-import { cpuSeconds, cpuTimes, HeapWatch, machineCpu, memory, MemoryWatch, waitForQuiet, type MemoryWindow } from "./proc.ts";
+import { measurer, type MeasureOptions } from "./measure.ts";
+import { cpuSeconds, memory } from "./proc.ts";
 import { rawRestore, rawSnapshot } from "./raw.ts";
+import { runAccountBench } from "./account.ts";
+import { printAccountReport, summarizeAccount } from "./account-report.ts";
 import { latencies, printReport, summarize, type OpRecord, type StreamInfoRecord } from "./report.ts";
-import { idleLatency, LatencySampler } from "./sampler.ts";
+import { idleLatency } from "./sampler.ts";
 import { ServiceProcess } from "./service-proc.ts";
 import { MB } from "./stats.ts";
 
@@ -35,8 +39,9 @@ interface JobReply {
 function checkDisk(args: BenchArgs): { freeBytes: number; neededBytes: number } {
   const fs = statfsSync(tmpdir());
   const freeBytes = fs.bavail * fs.bsize;
-  const perStream = args.sizeMB * MB * 1.15;
-  const neededBytes = Math.round(perStream * 4.5 * args.payloads.length + 512 * MB);
+  // The account bench: its data set, the CLI's directory, the bucket's copy, a restore's staging.
+  const perStream = args.account ? args.account.dataStreams * args.account.dataSizeMB * MB * 1.15 : args.sizeMB * MB * 1.15;
+  const neededBytes = Math.round(perStream * 4.5 * (args.account ? 1 : args.payloads.length) + 512 * MB);
   return { freeBytes, neededBytes };
 }
 
@@ -48,6 +53,22 @@ function sourceState(): { commit: string; dirtySrc: string[] } {
   } catch {
     return { commit: "unknown", dirtySrc: [] };
   }
+}
+
+/** Where the run ran: the server, node, the machine. */
+function environment(server: NatsServer, nc: NatsConnection, freeDiskBytes: number) {
+  return {
+    natsServer: `nats-server: v${server.version.text}`,
+    natsServerBin: server.bin,
+    natsServerInfo: nc.info?.version,
+    maxPayload: nc.info?.max_payload,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    tmpdir: tmpdir(),
+    freeDiskBytes,
+  };
 }
 
 async function main(): Promise<number> {
@@ -120,10 +141,48 @@ async function main(): Promise<number> {
       kind: args.service,
       buildDir: workDir,
       childArgs: [...(args.profile ? ["--profile", profDir] : []), ...(args.noAsyncTraces ? ["--no-async-traces"] : [])],
+      serveArgs: args.account?.parallel ? ["--account-parallel", String(args.account.parallel)] : [],
     });
     const serviceLabel = { bin: "bin/nats-backup.js serve", child: "bench/service-child.ts", bundle: "esbuild bundle of src/cli/main.ts" }[args.service];
     log(`backup service pid ${svc.pid} (${serviceLabel})`);
     const rssAfterStart = memory(svc.pid);
+
+    if (args.account) {
+      const measure = measurer({ nc, samplerNc, servicePid: svc.pid, serverPid, heapProbe: args.service === "child", waitIdle: args.waitIdle, log });
+      const run = await runAccountBench({ args: { ...args, account: args.account }, nc, serverUrl: server.url, workDir, measure, log });
+      const measured = run.records.filter((r) => r.round >= 1);
+      const summary = summarizeAccount(measured, run.sets);
+      printAccountReport(args, run.sets, summary, { serverVersion, node: process.version, cli: run.cli.version });
+      const serviceLogTail = svc.log.trim();
+      const out = args.out ?? join(resultsDir, `account-${stamp}.json`);
+      writeFileSync(
+        out,
+        JSON.stringify(
+          {
+            startedAt: startedAt.toISOString(),
+            endedAt: new Date().toISOString(),
+            args,
+            source: sourceState(),
+            environment: { ...environment(server, nc, disk.freeBytes), natsCli: run.cli },
+            sets: run.sets,
+            summary,
+            serviceRssMB: { afterStart: (rssAfterStart?.rssKiB ?? NaN) / 1024, atEnd: (memory(svc.pid)?.rssKiB ?? NaN) / 1024 },
+            failures: run.failures,
+            records: run.records,
+            ...(args.profile ? { cpuProfileDir: profDir } : {}),
+            serviceLogTail: serviceLogTail.slice(-4000),
+          },
+          null,
+          1,
+        ),
+      );
+      console.log(`\nresults: ${out}`);
+      if (run.failures.length) {
+        console.log(`\n${run.failures.length} check(s) FAILED:\n  ${run.failures.join("\n  ")}`);
+        return 1;
+      }
+      return 0;
+    }
 
     // The streams.
     const messages = Math.round((args.sizeMB * MB) / MessageSize);
@@ -162,67 +221,33 @@ async function main(): Promise<number> {
     const failures: string[] = [];
     const svcPid = svc.pid;
 
+    const run = measurer({ nc, samplerNc, servicePid: svcPid, serverPid, heapProbe: args.service === "child", waitIdle: args.waitIdle, log });
     /** Runs one operation with CPU accounting, and memory watch and latency sampler where asked. */
     const measure = async <T>(
       base: Omit<OpRecord, "seconds" | "mbps" | "cpu">,
       storedBytes: number,
       fn: () => Promise<T>,
-      opts: { memory?: boolean; sampler?: boolean; profile?: string } = {},
+      opts: MeasureOptions = {},
     ): Promise<{ value: T; record: OpRecord }> => {
-      const quiet = args.waitIdle > 0 ? await waitForQuiet(args.waitIdle, 30_000) : undefined;
-      if (quiet && quiet.idlePercent < args.waitIdle) log(`machine only ${quiet.idlePercent.toFixed(0)}% idle after ${quiet.waitedSeconds.toFixed(0)} s; measuring anyway`);
-      if (opts.profile) await nc.request("bench.profile.start", "", { timeout: 10_000 });
-      const watch = opts.memory ? new MemoryWatch(svcPid, 50) : null;
-      const heap = opts.memory && args.service === "child" ? new HeapWatch(samplerNc, 50) : null;
-      heap?.start();
-      const sampler = opts.sampler ? new LatencySampler(samplerNc) : null;
-      const cpu0 = {
-        service: cpuTimes(svcPid),
-        server: cpuTimes(serverPid),
-        bench: process.cpuUsage(),
-        machine: machineCpu(),
-      };
-      watch?.start();
-      sampler?.start();
-      const t0 = performance.now();
-      const value = await fn();
-      const seconds = (performance.now() - t0) / 1000;
-      const mem: MemoryWindow | undefined = watch?.stop();
-      const heapPeaks = await heap?.stop();
-      const samples = await sampler?.stop();
-      const benchCpu = process.cpuUsage(cpu0.bench);
-      const machine = machineCpu();
-      const profileFile = opts.profile ? (await nc.request("bench.profile.stop", opts.profile, { timeout: 60_000 })).string() : undefined;
-      const svc1 = cpuTimes(svcPid);
-      const srv1 = cpuTimes(serverPid);
-      const cpu = {
-        service: Math.max(0, svc1.user + svc1.system - cpu0.service.user - cpu0.service.system),
-        server: Math.max(0, srv1.user + srv1.system - cpu0.server.user - cpu0.server.system),
-        serviceSystem: svc1.system - cpu0.service.system,
-        serverSystem: srv1.system - cpu0.server.system,
-        bench: (benchCpu.user + benchCpu.system) / 1e6,
-        machineBusy: machine.total - machine.idle - (cpu0.machine.total - cpu0.machine.idle),
-        others: 0,
-      };
-      cpu.others = Math.max(0, cpu.machineBusy - cpu.service - cpu.server - cpu.bench);
+      const m = await run(fn, opts);
       const record: OpRecord = {
         ...base,
-        seconds,
-        mbps: storedBytes / MB / seconds,
-        cpu,
-        ...(quiet ? { quiet } : {}),
-        ...(profileFile ? { profile: profileFile } : {}),
-        ...(heapPeaks ? { heapPeaksMB: heapPeaks } : {}),
-        ...(mem ? { memory: mem } : {}),
-        ...(samples
+        seconds: m.seconds,
+        mbps: storedBytes / MB / m.seconds,
+        cpu: m.cpu,
+        ...(m.quiet ? { quiet: m.quiet } : {}),
+        ...(m.profile ? { profile: m.profile } : {}),
+        ...(m.heapPeaksMB ? { heapPeaksMB: m.heapPeaksMB } : {}),
+        ...(m.memory ? { memory: m.memory } : {}),
+        ...(m.latencySamples
           ? {
-              latency: latencies([samples]),
-              latencySamples: samples,
+              latency: latencies([m.latencySamples]),
+              latencySamples: m.latencySamples,
             }
           : {}),
       };
       records.push(record);
-      return { value, record };
+      return { value: m.value, record };
     };
 
     const verify = async (kind: PayloadKind, op: Op, round: number): Promise<OpRecord["verify"]> => {
@@ -357,18 +382,7 @@ async function main(): Promise<number> {
       endedAt: new Date().toISOString(),
       args,
       source: sourceState(),
-      environment: {
-        natsServer: serverVersion,
-        natsServerBin: server.bin,
-        natsServerInfo: nc.info?.version,
-        maxPayload: nc.info?.max_payload,
-        node: process.version,
-        platform: `${process.platform} ${process.arch}`,
-        cpus: cpus().length,
-        cpuModel: cpus()[0]?.model,
-        tmpdir: tmpdir(),
-        freeDiskBytes: disk.freeBytes,
-      },
+      environment: environment(server, nc, disk.freeBytes),
       sizes: { sizeMB: args.sizeMB, messageBytes: MessageSize, messages, rounds: args.rounds, streams },
       summary,
       serviceRssMB,

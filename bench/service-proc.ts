@@ -53,15 +53,15 @@ export class ServiceProcess {
   }
 
   /**
-   * Starts it and waits until it answers `$SRV.PING.backup`: `bin` is `nats-backup serve`, `child`
-   * is bench/service-child.ts with `childArgs`.
+   * Starts it and waits until it answers `$SRV.PING.backup`: `bin` is `nats-backup serve` (with
+   * `serveArgs` added), `child` is bench/service-child.ts with `childArgs`.
    */
   static async start(
     nc: NatsConnection,
     url: string,
-    opts: { kind: ServiceKind; childArgs?: string[]; buildDir?: string } = { kind: "bin" },
+    opts: { kind: ServiceKind; childArgs?: string[]; buildDir?: string; serveArgs?: string[] } = { kind: "bin" },
   ): Promise<ServiceProcess> {
-    const serveArgs = ["serve", "--server", url, "--log-level", "warn", "--shutdown-grace", "2"];
+    const serveArgs = ["serve", "--server", url, "--log-level", "warn", "--shutdown-grace", "2", ...(opts.serveArgs ?? [])];
     const argv =
       opts.kind === "bin"
         ? [...ServiceNodeFlags, join(root, "bin", "nats-backup.js"), ...serveArgs]
