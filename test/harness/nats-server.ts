@@ -49,6 +49,8 @@ export interface ServerOptions {
 export class NatsServer {
   #proc: ChildProcess | null = null;
   #log = "";
+  /** The configuration appended to the generated file: `opts.config` until a `reload` replaces it. */
+  #config: string;
   readonly dir: string;
   readonly storeDir: string;
   readonly port: number;
@@ -66,6 +68,7 @@ export class NatsServer {
     this.url = `nats://127.0.0.1:${port}`;
     this.name = opts.serverName ?? `s${port}`;
     this.bin = opts.bin ?? natsServerBin();
+    this.#config = opts.config ?? "";
   }
 
   static async start(opts: ServerOptions = {}): Promise<NatsServer> {
@@ -85,7 +88,8 @@ export class NatsServer {
     return serverVersion(this.bin);
   }
 
-  async #spawn(): Promise<void> {
+  /** Writes the configuration file; returns its path. */
+  #writeConfig(): string {
     const conf = join(this.dir, "server.conf");
     writeFileSync(
       conf,
@@ -93,9 +97,14 @@ export class NatsServer {
         `server_name: ${JSON.stringify(this.name)}`,
         `listen: "127.0.0.1:${this.port}"`,
         `jetstream { store_dir: ${JSON.stringify(this.storeDir)} }`,
-        this.opts.config ?? "",
+        this.#config,
       ].join("\n"),
     );
+    return conf;
+  }
+
+  async #spawn(): Promise<void> {
+    const conf = this.#writeConfig();
     this.#log = "";
     const proc = spawn(this.bin, ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
     this.#proc = proc;
@@ -136,6 +145,46 @@ export class NatsServer {
     const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
     await exited;
     clearTimeout(timer);
+  }
+
+  /**
+   * Replaces the extra configuration (what `config` gave at start) and has the running server
+   * reload it: SIGHUP to this server's own process. Resolves once its log says it reloaded;
+   * rejects with the server's words when it refused the new configuration. A later `restart`
+   * starts from the new configuration.
+   */
+  async reload(config: string, timeoutMs = 15_000): Promise<void> {
+    const proc = this.#proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) throw new Error("the server is not running");
+    this.#config = config;
+    this.#writeConfig();
+    // Only what the server logs from now on counts: the kept log may hold an earlier reload's line.
+    let since = "";
+    const outcome = new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        proc.stdout!.off("data", onData);
+        proc.stderr!.off("data", onData);
+        proc.off("exit", onExit);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onData = (chunk: Buffer) => {
+        since += chunk.toString();
+        if (since.includes("Reloaded server configuration")) done();
+        else {
+          const failed = /Failed to reload server configuration[^\n]*/.exec(since);
+          if (failed) done(new Error(`${this.bin} refused the new configuration: ${failed[0]}`));
+        }
+      };
+      const onExit = (code: number | null) => done(new Error(`${this.bin} exited with ${code} while reloading:\n${since}`));
+      const timer = setTimeout(() => done(new Error(`${this.bin} did not reload within ${timeoutMs} ms:\n${since}`)), timeoutMs);
+      proc.stdout!.on("data", onData);
+      proc.stderr!.on("data", onData);
+      proc.once("exit", onExit);
+    });
+    proc.kill("SIGHUP");
+    await outcome;
   }
 
   /** Starts the same server again on the same port and store. */
