@@ -8,12 +8,11 @@
  * sequence, which moves no consumer. Readers (this service, the nats CLI, the object store
  * libraries) read the last message of a metadata subject either way.
  */
-import { apiPrefix } from "../jetstream/jsapi.ts";
 import { createHash } from "node:crypto";
 import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { JetStreamApiError } from "../jetstream/jsapi.ts";
+import { apiPrefix, JetStreamApiError } from "../jetstream/jsapi.ts";
 import { BucketWriteTimeoutMs, deleteMessage, purgeChunks } from "./bucket-stream.ts";
 import { base64UrlPadded, chunkSubject, DigestPrefix, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 

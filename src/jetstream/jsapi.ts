@@ -9,10 +9,13 @@ const domainPrefixes = new WeakMap<NatsConnection, string>();
 
 /**
  * From now on, every JetStream API request this service sends on `nc` goes to `domain`'s
- * JetStream (`$JS.<domain>.API`): a leaf node's or a hub's, from a server of the other.
+ * JetStream (`$JS.<domain>.API`: a leaf node's or a hub's, from a server of the other), or,
+ * without a domain, to the connected server's. One domain per connection: the last service
+ * started on it decides.
  */
 export function useDomain(nc: NatsConnection, domain: string | undefined): void {
   if (domain) domainPrefixes.set(nc, `$JS.${domain}.API`);
+  else domainPrefixes.delete(nc);
 }
 
 /** The JetStream API prefix of `nc`: `$JS.API`, or its domain's. */

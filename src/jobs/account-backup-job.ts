@@ -150,23 +150,30 @@ async function saveStream(
       if (err instanceof JetStreamApiError) throw new BackupError(err.code, `stream ${stream}: ${err.serverDescription} (${err.errCode})`);
       throw err;
     });
-    const configText = rawMembers(info).get("config");
+    const members = rawMembers(info);
+    const configText = members.get("config");
     if (!configText) throw new BackupError(ErrorCode.Internal, `STREAM.INFO of ${stream} has no config`);
     const config = names.streamConfig(stream);
     await catalogue.putText(config, configText);
     written.push(config);
-    const consumers = req.consumers ? await saveConsumers(ctx, stream, names, written) : [];
+    const consumerNames = req.consumers ? await listNames(nc, `CONSUMER.NAMES.${stream}`, "consumers") : [];
+    const consumers = req.consumers ? await saveConsumers(ctx, stream, consumerNames, names, written) : [];
 
     let data: AccountStream["data"];
     let noData: string | undefined;
     if (req.data) {
       const version = parseServerVersion(nc.info?.version);
-      const storage = (JSON.parse(configText) as { storage?: string }).storage;
+      const storage = (JSON.parse(configText) as { storage?: string }).storage ?? "file";
       if (storage === "memory" && version && !Capabilities.snapshotsMemoryStreams(version)) {
         noData = `memory storage, which nats-server ${version.text} cannot snapshot (2.15 and later can): its configuration is saved, not its messages`;
       } else {
         const objects = names.data(stream);
-        const taken = await takeSnapshot(ctx, { stream, objects, job }, { consumers: req.consumers, check: false }, () => {});
+        const state = JSON.parse(members.get("state") ?? "{}") as { bytes?: number };
+        const described = { created: JSON.parse(members.get("created") ?? '""') as string, storage, bytes: state.bytes ?? 0 };
+        const taken = await takeSnapshot(ctx, { stream, objects, job }, { consumers: req.consumers, check: false }, () => {}, {
+          described,
+          consumers: consumerNames,
+        });
         written.push(objects.config, objects.archive);
         const { archive, snapshot } = taken;
         data = {
@@ -197,6 +204,7 @@ async function saveStream(
 async function saveConsumers(
   ctx: JobContext,
   stream: string,
+  consumerNames: string[],
   names: ReturnType<typeof accountObjectNames>,
   written: string[],
 ): Promise<AccountStream["consumers"]> {
@@ -204,7 +212,7 @@ async function saveConsumers(
   const saved: AccountStream["consumers"] = [];
   const limit = pLimit(ConsumerReads);
   await Promise.all(
-    (await listNames(nc, `CONSUMER.NAMES.${stream}`, "consumers")).map((consumer) =>
+    consumerNames.map((consumer) =>
       limit(async () => {
         let info: string;
         try {
@@ -227,11 +235,14 @@ async function saveConsumers(
 
 /** Every object the commit checks: the contents list, and each held stream's configurations and snapshot. */
 function partsOf(contents: string, held: AccountStream[]): ManifestPart[] {
-  const parts: ManifestPart[] = [{ name: contents }];
+  // The configurations are small objects written here, each chunk acked first: present is whole.
+  const parts: ManifestPart[] = [{ name: contents, countChunks: false }];
   for (const s of held) {
-    if (s.config) parts.push({ name: s.config });
-    for (const c of s.consumers) parts.push({ name: c.config });
-    if (s.data) parts.push({ name: s.data.objects.config }, { name: s.data.objects.archive, archive: { sha256: s.data.sha256, size: s.data.size } });
+    if (s.config) parts.push({ name: s.config, countChunks: false });
+    for (const c of s.consumers) parts.push({ name: c.config, countChunks: false });
+    if (s.data) {
+      parts.push({ name: s.data.objects.config, countChunks: false }, { name: s.data.objects.archive, archive: { sha256: s.data.sha256, size: s.data.size } });
+    }
   }
   return parts;
 }

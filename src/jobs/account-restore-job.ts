@@ -10,6 +10,7 @@
 import pLimit from "p-limit";
 import { JetStreamApiError, JsErrCode, jsApiRequest } from "../jetstream/jsapi.ts";
 import { rawMembers } from "../jetstream/raw-json.ts";
+import { Capabilities, parseServerVersion } from "../jetstream/server-version.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { AccountRestoreResult, AccountStream, RestoreAccountRequest } from "../protocol/schemas.ts";
 import type { JobContext } from "./context.ts";
@@ -94,7 +95,10 @@ export async function restoreAccount(
   };
 
   // A stream starts once the streams it mirrors or sources from ended; a slot is taken only then.
-  const limit = pLimit(Math.max(1, ctx.tuning.accountParallel));
+  // One at a time where a restore races any stream created or deleted meanwhile (2.15).
+  const version = parseServerVersion(nc.info?.version);
+  const parallel = version && Capabilities.restoresRaceStreamChanges(version) ? 1 : ctx.tuning.accountParallel;
+  const limit = pLimit(Math.max(1, parallel));
   const byName = new Map(entries.map((e) => [e.name, e]));
   const started = new Map<string, Promise<StreamItem>>();
   const start = (entry: AccountStream, path: Set<string>): Promise<StreamItem> => {

@@ -96,10 +96,12 @@ export async function takeSnapshot(
   target: SnapshotTarget,
   req: Pick<BackupStreamRequest, "consumers" | "check" | "chunk_size">,
   accepted: () => void,
+  /** What the caller read of the stream just before (an account backup), so as not to ask again. */
+  known?: { described: NonNullable<Awaited<ReturnType<typeof streamSummary>>>; consumers: string[] },
 ): Promise<TakenSnapshot> {
   const { nc } = ctx;
   const { stream, job } = target;
-  const described = await streamSummary(nc, stream);
+  const described = known?.described ?? (await streamSummary(nc, stream));
   if (described === null) throw BackupError.notFound(`stream ${stream} not found`);
   const version = parseServerVersion(nc.info?.version);
   if (described.storage === "memory" && version && !Capabilities.snapshotsMemoryStreams(version)) {
@@ -111,7 +113,7 @@ export async function takeSnapshot(
   if (maxBytes !== undefined && described.bytes > maxBytes) {
     throw new BackupError(ErrorCode.PayloadTooLarge, `stream ${stream} holds ${described.bytes} bytes, more than the ${maxBytes} a backup may hold here (max_backup_bytes)`);
   }
-  const consumers = req.consumers ? await consumerNames(nc, stream) : [];
+  const consumers = req.consumers ? (known?.consumers ?? (await consumerNames(nc, stream))) : [];
   const chunkSize = Math.min(req.chunk_size ?? ctx.tuning.chunkSize, nc.info?.max_payload ?? Infinity);
   let acceptedOnce = false;
   const acceptOnce = () => {

@@ -75,6 +75,29 @@ export async function restoreSnapshot(
   req: Pick<RestoreStreamRequest, "replicas" | "placement">,
   accepted: () => void,
 ): Promise<RestoreResult> {
+  const target = parseServerVersion(ctx.nc.info?.version);
+  if (target && Capabilities.restoresRaceStreamChanges(target) && restore.data.archive_format === "v2") {
+    return oneAtATime(ctx.nc, () => restoreOneSnapshot(ctx, restore, req, accepted));
+  }
+  return restoreOneSnapshot(ctx, restore, req, accepted);
+}
+
+/** The restores of v2 archives this process runs on each connection, one after another (see `Capabilities.restoresRaceStreamChanges`). */
+const restoreQueues = new WeakMap<NatsConnection, Promise<unknown>>();
+
+function oneAtATime<T>(nc: NatsConnection, run: () => Promise<T>): Promise<T> {
+  const previous = restoreQueues.get(nc) ?? Promise.resolve();
+  const next = previous.catch(() => {}).then(run);
+  restoreQueues.set(nc, next);
+  return next;
+}
+
+async function restoreOneSnapshot(
+  ctx: JobContext,
+  restore: RestoreTarget,
+  req: Pick<RestoreStreamRequest, "replicas" | "placement">,
+  accepted: () => void,
+): Promise<RestoreResult> {
   const { nc, catalogue } = ctx;
   const { stream, job, data } = restore;
   const manifest = { id: restore.backup, stream_created: data.stream_created };
