@@ -30,6 +30,15 @@ export interface BenchArgs {
   out?: string;
   /** --account: the account bench (bench/account.ts) instead of the stream bench. */
   account?: AccountArgs;
+  /** --tenants: the tenants bench (bench/tenants.ts): one service, N accounts backing up at once. */
+  tenants?: TenantsArgs;
+}
+
+export interface TenantsArgs {
+  /** Accounts T01..TNN, each a tenant of the one service. */
+  count: number;
+  /** MiB of 1 KiB messages in each tenant's stream. */
+  sizeMB: number;
 }
 
 export const AccountSets = ["data", "empty"] as const;
@@ -73,6 +82,12 @@ export const usage = `npm run bench -- [options]
   --account-size MB    MiB per stream in the data set, as 1 KiB messages [2]
   --account-empty N    streams in the empty set                        [300]
   --account-parallel N serve --account-parallel N: streams one account job works on at once (bin, bundle) [service default]
+
+  --tenants            the tenants bench instead: one \`serve --tenants FILE\` for N accounts, each backing up
+                       its own small stream at the same moment; one round; only --wait-idle, --publish-window
+                       and --out apply
+  --tenant-count N     accounts (tenants)                              [50]
+  --tenant-size MB     MiB per tenant's stream, as 1 KiB random messages [1]
 `;
 
 function bytes(flag: string, text: string): number {
@@ -118,6 +133,9 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
       "account-size": { type: "string" },
       "account-empty": { type: "string" },
       "account-parallel": { type: "string" },
+      tenants: { type: "boolean" },
+      "tenant-count": { type: "string" },
+      "tenant-size": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -125,6 +143,11 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
   const payload = values.payload ?? (values.account ? "random" : "both");
   const accountOnly = ["account-sets", "account-streams", "account-size", "account-empty", "account-parallel"] as const;
   for (const flag of accountOnly) if (values[flag] !== undefined && !values.account) throw new Error(`--${flag} needs --account`);
+  for (const flag of ["tenant-count", "tenant-size"] as const) if (values[flag] !== undefined && !values.tenants) throw new Error(`--${flag} needs --tenants`);
+  if (values.tenants && (values.service === "child" || values.profile || values["no-async-traces"])) {
+    throw new Error("--tenants runs `serve --tenants`: --service bin or bundle");
+  }
+  if (values.tenants && values.account) throw new Error("--tenants and --account are separate benches: one at a time");
   if (values.account && payload === "both") throw new Error("--account takes one --payload: random or compressible");
   if (values.account && values["account-parallel"] && values.service === "child") {
     throw new Error("--account-parallel is a serve option: --service bin or bundle");
@@ -154,6 +177,14 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
     waitIdle: values["wait-idle"] !== undefined ? whole("--wait-idle", values["wait-idle"]) : 60,
     ...(values.out ? { out: values.out } : {}),
     ...(values.account ? { account: accountArgs(values) } : {}),
+    ...(values.tenants
+      ? {
+          tenants: {
+            count: values["tenant-count"] ? positive("--tenant-count", values["tenant-count"]) : 50,
+            sizeMB: values["tenant-size"] ? positive("--tenant-size", values["tenant-size"]) : 1,
+          },
+        }
+      : {}),
   };
 }
 

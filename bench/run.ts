@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: the service's backup and restore against the nats CLI's way of doing the same,
  * on a private nats-server, interleaved over rounds; with --account, the account bench
- * (bench/account.ts). See bench/README.md.
+ * (bench/account.ts); with --tenants, the tenants bench (bench/tenants.ts). See bench/README.md.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
@@ -19,6 +19,7 @@ import { measurer, type MeasureOptions } from "./measure.ts";
 import { cpuSeconds, memory } from "./proc.ts";
 import { rawRestore, rawSnapshot } from "./raw.ts";
 import { runAccountBench } from "./account.ts";
+import { printTenantsReport, runTenantsBench, summarizeTenants, tenantsSetup, TenantsSubject } from "./tenants.ts";
 import { printAccountReport, summarizeAccount } from "./account-report.ts";
 import { latencies, printReport, summarize, type OpRecord, type StreamInfoRecord } from "./report.ts";
 import { idleLatency } from "./sampler.ts";
@@ -40,6 +41,10 @@ function checkDisk(args: BenchArgs): { freeBytes: number; neededBytes: number } 
   const fs = statfsSync(tmpdir());
   const freeBytes = fs.bavail * fs.bsize;
   // The account bench: its data set, the CLI's directory, the bucket's copy, a restore's staging.
+  if (args.tenants) {
+    // Each tenant's stream, its bucket copy, and room for the service's own streams.
+    return { freeBytes, neededBytes: Math.round(args.tenants.count * args.tenants.sizeMB * MB * 3 + 512 * MB) };
+  }
   const perStream = args.account ? args.account.dataStreams * args.account.dataSizeMB * MB * 1.15 : args.sizeMB * MB * 1.15;
   const neededBytes = Math.round(perStream * 4.5 * (args.account ? 1 : args.payloads.length) + 512 * MB);
   return { freeBytes, neededBytes };
@@ -126,10 +131,13 @@ async function main(): Promise<number> {
   });
 
   try {
-    server = await NatsServer.start();
+    // --tenants: accounts T01..TNN and ADMIN; the bench's own connections are ADMIN's.
+    const tenants = args.tenants ? tenantsSetup(args.tenants.count, workDir) : null;
+    server = await NatsServer.start(tenants ? { config: tenants.serverConfig } : {});
     const serverPid = server.pid as number;
-    const nc = await server.connect({ name: "bench" });
-    const samplerNc = await server.connect({ name: "bench-sampler" });
+    const login = tenants ? { user: tenants.admin.user, pass: tenants.admin.pass } : {};
+    const nc = await server.connect({ name: "bench", ...login });
+    const samplerNc = await server.connect({ name: "bench-sampler", ...login });
     conns.push(nc, samplerNc);
     // The binary is the tests' (NATS_SERVER_BIN, else the newest built, else PATH): test/harness/binaries.ts.
     const serverVersion = `nats-server: v${server.version.text}`;
@@ -141,11 +149,44 @@ async function main(): Promise<number> {
       kind: args.service,
       buildDir: workDir,
       childArgs: [...(args.profile ? ["--profile", profDir] : []), ...(args.noAsyncTraces ? ["--no-async-traces"] : [])],
-      serveArgs: args.account?.parallel ? ["--account-parallel", String(args.account.parallel)] : [],
+      serveArgs: tenants ? tenants.serveArgs : args.account?.parallel ? ["--account-parallel", String(args.account.parallel)] : [],
+      // serve --tenants has no service of its own on the admin connection, only $BACKUP.tenants.
+      ...(tenants ? { ready: TenantsSubject } : {}),
     });
     const serviceLabel = { bin: "bin/nats-backup.js serve", child: "bench/service-child.ts", bundle: "esbuild bundle of src/cli/main.ts" }[args.service];
     log(`backup service pid ${svc.pid} (${serviceLabel})`);
     const rssAfterStart = memory(svc.pid);
+
+    if (args.tenants && tenants) {
+      const run = await runTenantsBench({ args: { ...args, tenants: args.tenants }, setup: tenants, server, admin: nc, servicePid: svc.pid, log });
+      const summary = summarizeTenants(run);
+      printTenantsReport(args, run, summary, { serverVersion, node: process.version });
+      const out = args.out ?? join(resultsDir, `tenants-${stamp}.json`);
+      writeFileSync(
+        out,
+        JSON.stringify(
+          {
+            startedAt: startedAt.toISOString(),
+            endedAt: new Date().toISOString(),
+            args,
+            source: sourceState(),
+            environment: environment(server, nc, disk.freeBytes),
+            summary,
+            serviceRssMB: { afterStart: (rssAfterStart?.rssKiB ?? NaN) / 1024, atEnd: (memory(svc.pid)?.rssKiB ?? NaN) / 1024 },
+            run,
+            serviceLogTail: svc.log.trim().slice(-4000),
+          },
+          null,
+          1,
+        ),
+      );
+      console.log(`\nresults: ${out}`);
+      if (run.failures.length) {
+        console.log(`\n${run.failures.length} backup(s) FAILED:\n  ${run.failures.join("\n  ")}`);
+        return 1;
+      }
+      return 0;
+    }
 
     if (args.account) {
       const measure = measurer({ nc, samplerNc, servicePid: svc.pid, serverPid, heapProbe: args.service === "child", waitIdle: args.waitIdle, log });

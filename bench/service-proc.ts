@@ -53,13 +53,14 @@ export class ServiceProcess {
   }
 
   /**
-   * Starts it and waits until it answers `$SRV.PING.backup`: `bin` is `nats-backup serve` (with
-   * `serveArgs` added), `child` is bench/service-child.ts with `childArgs`.
+   * Starts it and waits until it answers `ready` on `nc` (default `$SRV.PING.backup`; a service
+   * with --tenants answers `$BACKUP.tenants` on its admin connection instead): `bin` is
+   * `nats-backup serve` (with `serveArgs` added), `child` is bench/service-child.ts with `childArgs`.
    */
   static async start(
     nc: NatsConnection,
     url: string,
-    opts: { kind: ServiceKind; childArgs?: string[]; buildDir?: string; serveArgs?: string[] } = { kind: "bin" },
+    opts: { kind: ServiceKind; childArgs?: string[]; buildDir?: string; serveArgs?: string[]; ready?: string } = { kind: "bin" },
   ): Promise<ServiceProcess> {
     const serveArgs = ["serve", "--server", url, "--log-level", "warn", "--shutdown-grace", "2", ...(opts.serveArgs ?? [])];
     const argv =
@@ -68,7 +69,7 @@ export class ServiceProcess {
         : opts.kind === "bundle"
           ? [bundleCli(opts.buildDir ?? root), ...serveArgs]
           : ["--import", "tsx", join(root, "bench", "service-child.ts"), "--server", url, ...(opts.childArgs ?? [])];
-    return ServiceProcess.#spawn(nc, argv, "$SRV.PING.backup");
+    return ServiceProcess.#spawn(nc, argv, opts.ready ?? "$SRV.PING.backup");
   }
 
   /** The baseline responder of bench/echo-child.ts, answering `bench.echo`. */
