@@ -13,7 +13,7 @@ import { rawMembers } from "../jetstream/raw-json.ts";
 import { Capabilities, parseServerVersion } from "../jetstream/server-version.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import type { AccountContents, AccountManifest, AccountStream, BackupAccountRequest } from "../protocol/schemas.ts";
-import { takeSnapshot } from "./backup-job.ts";
+import { snapshotSummary, takeSnapshot } from "./backup-job.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import type { Finished, Hold } from "./pipeline.ts";
@@ -175,19 +175,7 @@ async function saveStream(
           consumers: consumerNames,
         });
         written.push(objects.config, objects.archive);
-        const { archive, snapshot } = taken;
-        data = {
-          objects,
-          stream_created: taken.streamCreated,
-          size: archive.size,
-          chunks: archive.chunks,
-          sha256: archive.digest,
-          messages: snapshot.state.messages,
-          bytes: snapshot.state.bytes,
-          first_seq: snapshot.state.first_seq,
-          last_seq: snapshot.state.last_seq,
-          archive_format: taken.archiveFormat,
-        };
+        data = { objects, ...snapshotSummary(taken) };
       }
     }
     return { name: stream, state: "completed", config, consumers, ...(data ? { data } : {}), ...(noData ? { no_data: noData } : {}) };

@@ -5,7 +5,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { ManifestUnsettled, objectNames } from "../catalogue/catalogue.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { BackupStreamRequest, StreamManifest } from "../protocol/schemas.ts";
+import type { BackupStreamRequest, StreamData, StreamManifest } from "../protocol/schemas.ts";
 import { JetStreamApiError, JsErrCode, listNames, streamSummary } from "../jetstream/jsapi.ts";
 import { Capabilities, parseServerVersion, type ArchiveFormat } from "../jetstream/server-version.ts";
 import { openSnapshot, snapshotMessage, type StartedSnapshot } from "../snapshot/snapshot.ts";
@@ -29,30 +29,21 @@ export async function backupStream(
   const objects = objectNames(job.id);
   const created = new Date().toISOString();
   const taken = await takeSnapshot(ctx, { stream, objects, job }, req, accepted);
-  const { snapshot, archive } = taken;
   const info = nc.info;
   const manifest: StreamManifest = {
     type: "io.nats.backup.v1.manifest",
     id: job.id,
     scope: "stream",
     stream,
-    stream_created: taken.streamCreated,
     created,
     completed: new Date().toISOString(),
-    size: archive.size,
-    chunks: archive.chunks,
-    sha256: archive.digest,
-    messages: snapshot.state.messages,
-    bytes: snapshot.state.bytes,
-    first_seq: snapshot.state.first_seq,
-    last_seq: snapshot.state.last_seq,
+    ...snapshotSummary(taken),
     consumers: taken.consumers,
     checked: req.check,
     ...(req.tag !== undefined ? { tag: req.tag } : {}),
     ...requestedRetention(req),
     objects,
     server: { name: info?.server_name, version: info?.version, cluster: info?.cluster },
-    archive_format: taken.archiveFormat,
   };
   try {
     await job.confirmOwnership();
@@ -68,6 +59,24 @@ export async function backupStream(
     throw err;
   }
   return manifest;
+}
+
+/** What a manifest records of a snapshot taken: the stream's mark, the archive and the stream's state. */
+export function snapshotSummary(
+  taken: TakenSnapshot,
+): Pick<StreamData, "stream_created" | "size" | "chunks" | "sha256" | "messages" | "bytes" | "first_seq" | "last_seq" | "archive_format"> {
+  const { archive, snapshot } = taken;
+  return {
+    stream_created: taken.streamCreated,
+    size: archive.size,
+    chunks: archive.chunks,
+    sha256: archive.digest,
+    messages: snapshot.state.messages,
+    bytes: snapshot.state.bytes,
+    first_seq: snapshot.state.first_seq,
+    last_seq: snapshot.state.last_seq,
+    archive_format: taken.archiveFormat,
+  };
 }
 
 /** What a job tracks of one snapshot: its stream, and the job it reports progress to and stops with. */
