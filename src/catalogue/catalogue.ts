@@ -171,7 +171,8 @@ export class Catalogue {
       await putSmallObject(this.js, this.bucket, name, new TextEncoder().encode(json), { metadata: { [ManifestMetadataKey]: json } });
     } catch (err) {
       const landed = await this.settleManifest(manifest.id);
-      if (landed && JSON.stringify(landed) === json) return;
+      // Read back through the schema, whose field order is not the writer's: compared the same way.
+      if (landed && JSON.stringify(landed) === JSON.stringify(BackupManifest.parse(manifest))) return;
       if (err instanceof MetaChanged || landed) {
         throw BackupError.conflict(`backup ${manifest.id} can no longer be committed: its job was judged abandoned and taken over`);
       }
