@@ -76,14 +76,15 @@ export const Capabilities = {
   stagesRestores: (v: ServerVersion) => !atLeast(v, 2, 12, 6),
 
   /**
-   * A restore of a v2 archive reads the account's streams without the lock that guards them
-   * (2.15.3 `RestoreStreamV2` calls `tieredReservation` unlocked): a stream created or deleted in
-   * the account meanwhile, another restore's included, ends the server with "concurrent map
-   * iteration and map write" (seen here, restoring several streams of an account at once). So the
-   * service runs such restores, and an account restore's every step, one at a time. Every 2.15
-   * release until one is seen to be fixed.
+   * A restore reads the account's streams without the lock that guards them: since account
+   * limits are checked while unpacking (2.10.27, 2.11.1), `RestoreStream` (and 2.15's
+   * `RestoreStreamV2`) call `tieredReservation` unlocked, so a stream created or deleted in the
+   * account meanwhile, another restore's included, is a concurrent map write that ends the server
+   * (seen on 2.15.3 and 2.12.15, restoring several streams of an account at once). So the service
+   * runs restores one at a time per connection, and an account restore's steps one at a time.
+   * Every release from those on, until one is seen to be fixed.
    */
-  restoresRaceStreamChanges: (v: ServerVersion) => atLeast(v, 2, 15),
+  restoresRaceStreamChanges: (v: ServerVersion) => fromPatches(v, { "2.10": 27, "2.11": 1 }),
 
   /** The snapshot's archive format: v2 (`NATSARC1` in S2) from 2.15, a tar in S2 before. */
   archiveFormat: (v: ServerVersion): ArchiveFormat => (atLeast(v, 2, 15) ? "v2" : "v1"),

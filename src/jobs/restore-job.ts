@@ -76,7 +76,7 @@ export async function restoreSnapshot(
   accepted: () => void,
 ): Promise<RestoreResult> {
   const target = parseServerVersion(ctx.nc.info?.version);
-  if (target && Capabilities.restoresRaceStreamChanges(target) && restore.data.archive_format === "v2") {
+  if (target && Capabilities.restoresRaceStreamChanges(target)) {
     return oneAtATime(ctx.nc, () => restoreFreshStream(ctx, restore, req, accepted));
   }
   return restoreOneSnapshot(ctx, restore, req, accepted);
@@ -86,7 +86,7 @@ export async function restoreSnapshot(
 const StoreNotEmpty = /failed to store message sequence \d+: expected sequence does not match store/;
 
 /**
- * A v2 restore, tried a second time when the server found the stream it had just created not
+ * A restore, tried a second time when the server found the stream it had just created not
  * empty ("failed to store message sequence 1: expected sequence does not match store"): seen on
  * 2.15.3 under load, twice in some 600 restores, each right after a stream of the same name was
  * deleted; the cause is in the server, not found yet, and it could not be brought about on demand.
@@ -109,7 +109,7 @@ async function restoreFreshStream(
   }
 }
 
-/** The restores of v2 archives this process runs on each connection, one after another (see `Capabilities.restoresRaceStreamChanges`). */
+/** The restores this process runs on each connection, one after another (see `Capabilities.restoresRaceStreamChanges`). */
 const restoreQueues = new WeakMap<NatsConnection, Promise<unknown>>();
 
 function oneAtATime<T>(nc: NatsConnection, run: () => Promise<T>): Promise<T> {
