@@ -15,7 +15,7 @@ import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { AccountContents, BackupManifest, type AccountManifest, type StreamManifest } from "../protocol/schemas.ts";
 import { ArchiveUpload, dropRevivedEnd } from "./archive-upload.ts";
 import { purgeChunks, storedMessage, subjectCounts } from "./bucket-stream.ts";
-import { deleteObject, MetaChanged, publishDeleted, putSmallObject, readMeta } from "./object-writes.ts";
+import { deleteObject, MetaChanged, publishDeleted, putSmallObject, readMeta, readMetaFromLeader } from "./object-writes.ts";
 import { deliverArchive, type DeliveryOptions } from "./archive-delivery.ts";
 import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
@@ -212,7 +212,7 @@ export class Catalogue {
     for (let i = 0; i < parts.length; i += ListBatch) {
       await Promise.all(
         parts.slice(i, i + ListBatch).map(async ({ name, archive, countChunks = true }) => {
-          const stored = await readMeta(this.nc, this.bucket, name);
+          const stored = await readMetaFromLeader(this.nc, this.bucket, name);
           if (!stored || stored.meta.deleted) throw notWhole(`${name} is missing`);
           const { meta } = stored;
           // (Chunk boundaries may differ: a copy made with another chunk size is the same archive.)

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import { apiPrefix, JetStreamApiError } from "../jetstream/jsapi.ts";
+import { apiPrefix, JetStreamApiError, JsErrCode, jsApiRequest } from "../jetstream/jsapi.ts";
 import { BucketWriteTimeoutMs, deleteMessage, purgeChunks } from "./bucket-stream.ts";
 import { base64UrlPadded, chunkSubject, DigestPrefix, metaSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
 
@@ -33,6 +33,24 @@ export class MetaChanged extends BackupError {
   constructor(readonly objectName: string) {
     super(ErrorCode.Conflict, `object ${objectName} was written by someone else meanwhile`);
   }
+}
+
+/**
+ * The last metadata record of object `name`, live or deleted, as the stream's leader has it:
+ * what a manifest's commit checks, since a direct get may be answered by a replica that has not
+ * stored the newest record yet (seen in 3-node 2.9.10 and 2.10.27 clusters: an archive just
+ * written read as missing). Null when there is none.
+ */
+export async function readMetaFromLeader(nc: NatsConnection, bucket: string, name: string): Promise<StoredMeta | null> {
+  let text: string;
+  try {
+    text = await jsApiRequest(nc, `STREAM.MSG.GET.${streamOf(bucket)}`, JSON.stringify({ last_by_subj: metaSubject(bucket, name) }));
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.errCode === JsErrCode.NoMessageFound) return null;
+    throw err;
+  }
+  const { seq, data } = (JSON.parse(text) as { message: { seq: number; data?: string } }).message;
+  return { seq, meta: JSON.parse(Buffer.from(data ?? "", "base64").toString("utf8")) as ObjectMetaRecord };
 }
 
 /** The last metadata record of object `name`, live or deleted; null when there is none. */
