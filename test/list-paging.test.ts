@@ -82,14 +82,16 @@ describe("$BACKUP.list pages through 3,000 backups", () => {
       pages.map((p) => p.backups.length),
       [1024, 1024, 952],
     );
-    // Between the 11th and 12th newest: a removed backup's id still pages on from where it was.
+    // Between two neighbours from the 11th newest on: a removed backup's id still pages on from
+    // where it was. (Neighbours that share 25 characters have no such id between them: skipped.)
     const sorted = newestFirst(written.map((m) => m.id));
-    const between = `${sorted[10]!.slice(0, 25)}0`;
-    assert.ok(between < sorted[10]! && between > sorted[11]!);
-    const reply = await request<Page>(rig.nc, "$BACKUP.list", { after: between, limit: 3 });
+    const below = (id: string) => `${id.slice(0, 25)}0`;
+    const i = sorted.findIndex((id, k) => k >= 10 && k + 3 < sorted.length && below(id) < id && below(id) > sorted[k + 1]!);
+    assert.ok(i >= 10, "two neighbouring ids with room between them");
+    const reply = await request<Page>(rig.nc, "$BACKUP.list", { after: below(sorted[i]!), limit: 3 });
     assert.deepEqual(
       reply.body.backups.map((b) => b.id),
-      sorted.slice(11, 14),
+      sorted.slice(i + 1, i + 4),
     );
     const last = await request<Page>(rig.nc, "$BACKUP.list", { after: sorted.at(-1), limit: 3 });
     assert.deepEqual(last.body, { backups: [] }, "nothing is older than the oldest");
