@@ -17,6 +17,7 @@ import { snapshotSummary, takeSnapshot } from "./backup-job.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import type { Finished, Hold } from "./pipeline.ts";
+import { StreamsProgress } from "./streams-progress.ts";
 
 /** Consumer configurations read at once, per stream. */
 const ConsumerReads = 16;
@@ -35,20 +36,7 @@ export async function backupAccount(
   accepted();
   const created = new Date().toISOString();
 
-  const moved = new Map<string, { bytes: number; chunks: number }>();
-  const running = new Set<string>();
-  let done = 0;
-  const report = () => {
-    job.streams(done, streams.length, running);
-    let bytes = 0;
-    let chunks = 0;
-    for (const m of moved.values()) {
-      bytes += m.bytes;
-      chunks += m.chunks;
-    }
-    job.progress(bytes, chunks);
-  };
-  report();
+  const tracked = new StreamsProgress(job, streams.length);
 
   const saved: AccountStream[] = [];
   const limit = pLimit(Math.max(1, ctx.tuning.accountParallel));
@@ -56,16 +44,11 @@ export async function backupAccount(
     streams.map((stream) =>
       limit(async () => {
         if (job.signal.aborted) return;
-        running.add(stream);
-        report();
-        const progress = (bytes: number, chunks: number) => {
-          moved.set(stream, { bytes, chunks });
-        };
+        tracked.started(stream);
+        const progress = (bytes: number, chunks: number) => tracked.moved(stream, bytes, chunks);
         const entry = await saveStream(ctx, { id: job.id, signal: job.signal, progress }, stream, req, hold, names);
-        running.delete(stream);
-        done++;
         saved.push(entry);
-        report();
+        tracked.ended(stream);
         if (entry.state === "failed") ctx.log.warn({ job: job.id, stream, error: entry.error }, "a stream of the account backup failed");
       }),
     ),

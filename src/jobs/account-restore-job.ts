@@ -17,6 +17,7 @@ import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import { configOverrides, restoreSnapshot } from "./restore-job.ts";
 import { JobFailed, type Finished, type Hold } from "./pipeline.ts";
+import { StreamsProgress } from "./streams-progress.ts";
 
 type StreamItem = AccountRestoreResult["streams"][number];
 type ConsumerItem = StreamItem["consumers"][number];
@@ -52,27 +53,13 @@ export async function restoreAccount(
   const warnings: string[] = [];
   const withData = (e: AccountStream) => req.data && e.data !== undefined;
   // Bytes of the snapshots to restore; less those of streams that end without theirs (skipped, updated, failed).
-  let expected = entries.reduce((n, e) => n + (withData(e) ? e.data!.size : 0), 0);
-  const moved = new Map<string, { bytes: number; chunks: number }>();
-  const running = new Set<string>();
-  let done = 0;
-  const report = () => {
-    job.streams(done, entries.length, running);
-    let bytes = 0;
-    let chunks = 0;
-    for (const m of moved.values()) {
-      bytes += m.bytes;
-      chunks += m.chunks;
-    }
-    job.progress(bytes, chunks, expected);
-  };
-  report();
+  const expected = entries.reduce((n, e) => n + (withData(e) ? e.data!.size : 0), 0);
+  const tracked = new StreamsProgress(job, entries.length, expected);
 
   const restoreOne = async (entry: AccountStream): Promise<StreamItem> => {
     const stream = entry.name;
-    running.add(stream);
-    report();
-    const progress = (bytes: number, chunks: number) => void moved.set(stream, { bytes, chunks });
+    tracked.started(stream);
+    const progress = (bytes: number, chunks: number) => tracked.moved(stream, bytes, chunks);
     const item = await restoreStreamItem(ctx, {
       entry,
       configText: configs.get(stream)!,
@@ -84,13 +71,7 @@ export async function restoreAccount(
       restoreData: (data) =>
         restoreSnapshot(ctx, { stream, backup: manifest.id, data, takenOn: manifest.server?.version, job: { id: job.id, signal: job.signal, progress } }, req, () => {}),
     });
-    running.delete(stream);
-    done++;
-    if (withData(entry) && item.action !== "restored") {
-      expected -= entry.data!.size;
-      moved.delete(stream);
-    }
-    report();
+    tracked.ended(stream, withData(entry) && item.action !== "restored" ? entry.data!.size : 0);
     return item;
   };
 
