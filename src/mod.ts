@@ -15,5 +15,7 @@ export type {
   JobStarted,
   RestoreResult,
   RestoreStreamRequest,
+  VerifiedArchive,
+  VerifyReply,
 } from "./protocol/schemas.ts";
 export type { Tuning } from "./jobs/context.ts";

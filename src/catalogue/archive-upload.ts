@@ -17,7 +17,7 @@ import { snapshotMessage } from "../snapshot/snapshot.ts";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
 import { deleteMessage, purgeChunks, storedMessage, subjectCounts, type StoredMessageSummary } from "./bucket-stream.ts";
-import { ChunkTally, chunkSubject, streamOf, type ObjectMetaRecord } from "./object-format.ts";
+import { ChunkTally, chunkSubject, streamOf, tallyMeta, type ObjectMetaRecord } from "./object-format.ts";
 import { publishMeta, readMeta } from "./object-writes.ts";
 import { SubjectFeed, type FeedOptions, type StoredMessage, type StoredMessageHandler } from "./subject-feed.ts";
 
@@ -25,7 +25,7 @@ export class ArchiveUpload {
   readonly nuid = nuid.next();
   readonly subject: string;
   /** What was hashed: the caller hands it the chunks (seen going by, or read back). */
-  readonly tally = new ChunkTally();
+  readonly tally: ChunkTally;
   #feed: SubjectFeed | null = null;
   /** Chunks published by a relay. */
   #relayed: (() => number) | null = null;
@@ -36,8 +36,10 @@ export class ArchiveUpload {
     readonly bucket: string,
     readonly name: string,
     private readonly maxChunkSize: number,
+    observe?: (bytes: Uint8Array) => void,
   ) {
     this.subject = chunkSubject(bucket, this.nuid);
+    this.tally = new ChunkTally(observe);
   }
 
   /**
@@ -193,18 +195,7 @@ export class ArchiveUpload {
   /** Removes the sender's empty end message, if it stored one (a restore would take it for its own end), then publishes the metadata. */
   async #commit(endSeq?: number): Promise<ObjectMetaRecord> {
     if (endSeq !== undefined) await deleteMessage(this.nc, this.bucket, endSeq);
-    const meta: ObjectMetaRecord = {
-      name: this.name,
-      description: "",
-      options: { max_chunk_size: this.maxChunkSize },
-      bucket: this.bucket,
-      nuid: this.nuid,
-      size: this.tally.size,
-      chunks: this.tally.chunks,
-      mtime: new Date().toISOString(),
-      digest: this.tally.digest(),
-      deleted: false,
-    };
+    const meta = tallyMeta(this, this.maxChunkSize, this.tally);
     // No rollup (see object-writes.ts); a retried backup replaces the deleted record of its first try.
     const replaced = await readMeta(this.nc, this.bucket, this.name);
     await publishMeta(this.js, meta, replaced?.seq ?? 0);

@@ -21,13 +21,15 @@ import { chunkSubject, metaSubject, nameOfMetaSubject, streamOf, type ObjectMeta
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import { ManifestIndex } from "./manifest-index.ts";
 import { readSmallObject } from "./object-reads.ts";
-import { apiPrefix } from "../jetstream/jsapi.ts";
+import { apiPrefix, streamExists } from "../jetstream/jsapi.ts";
 import { cutPage, type ListPage } from "./list-page.ts";
 
 export interface CatalogueOptions {
   bucket: string;
   /** Replicas of the bucket's stream when it is created. */
   replicas?: number;
+  /** Open the bucket only if it exists (404 when it does not), never creating it: for readers such as export. */
+  existing?: boolean;
   /** Keep the manifests in memory (see manifest-index.ts), for lists that do not read each one from the server. */
   index?: boolean;
   /** Where the index reports its failures and rebuilds. */
@@ -91,13 +93,18 @@ export class Catalogue {
     private readonly store: ObjectStore,
   ) {}
 
-  /** Opens the bucket, creating it on first use. */
+  /** Opens the bucket, creating it on first use unless `existing` says it must be there. */
   static async open(nc: NatsConnection, opts: CatalogueOptions): Promise<Catalogue> {
     const js = jetstream(nc, { apiPrefix: apiPrefix(nc) });
-    const store = await new Objm(js).create(opts.bucket, {
-      replicas: opts.replicas ?? 1,
-      description: "nats-backup: stream snapshots",
-    });
+    if (opts.existing && !(await streamExists(nc, streamOf(opts.bucket)))) {
+      throw BackupError.notFound(`bucket ${opts.bucket} not found (no stream ${streamOf(opts.bucket)})`);
+    }
+    const store = opts.existing
+      ? await new Objm(js).open(opts.bucket, false)
+      : await new Objm(js).create(opts.bucket, {
+          replicas: opts.replicas ?? 1,
+          description: "nats-backup: stream snapshots",
+        });
     const catalogue = new Catalogue(nc, js, opts.bucket, store);
     if (opts.index) catalogue.#index = await ManifestIndex.start(nc, opts.bucket, manifestOf, opts.log ?? pino({ level: "silent" }));
     return catalogue;
@@ -134,9 +141,12 @@ export class Catalogue {
     return parsed.data;
   }
 
-  /** An archive object `name` the server writes into the bucket by delivering its snapshot to `upload.subject`. */
-  archiveUpload(name: string, maxChunkSize: number): ArchiveUpload {
-    return new ArchiveUpload(this.nc, this.js, this.bucket, name, maxChunkSize);
+  /**
+   * An archive object `name` the server writes into the bucket by delivering its snapshot to
+   * `upload.subject`; `observe` sees its bytes, in order, as they are hashed.
+   */
+  archiveUpload(name: string, maxChunkSize: number, observe?: (bytes: Uint8Array) => void): ArchiveUpload {
+    return new ArchiveUpload(this.nc, this.js, this.bucket, name, maxChunkSize, observe);
   }
 
   async archiveInfo(name: string): Promise<ObjectInfo> {

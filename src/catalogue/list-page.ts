@@ -1,8 +1,5 @@
-/**
- * One page of a newest-first list of backups, cut to a count and to a size: a `$BACKUP.list`
- * reply must fit the connection's max_payload whatever the manifests hold (a tag, a server name),
- * or it could not be sent at all.
- */
+/** One page of a newest-first list of backups, cut to a count and to what fits a `$BACKUP.list` reply (reply-size.ts). */
+import { countFitting } from "../protocol/reply-size.ts";
 import type { BackupManifest } from "../protocol/schemas.ts";
 
 export interface ListPage {
@@ -19,15 +16,7 @@ const Envelope = Buffer.byteLength(JSON.stringify({ backups: [], next: "0".repea
  * least one when there is one: a manifest was stored in a message of the bucket, so it fits.
  */
 export function cutPage(newestFirst: readonly BackupManifest[], limit: number, maxBytes: number): ListPage {
-  const backups: BackupManifest[] = [];
-  let bytes = Envelope;
-  for (const manifest of newestFirst) {
-    if (backups.length >= limit) break;
-    const size = Buffer.byteLength(JSON.stringify(manifest)) + 1; // and its comma
-    if (backups.length > 0 && bytes + size > maxBytes) break;
-    backups.push(manifest);
-    bytes += size;
-  }
+  const backups = newestFirst.slice(0, countFitting(newestFirst, 0, Envelope, maxBytes, limit));
   const last = backups.at(-1);
   return last && backups.length < newestFirst.length ? { backups, next: last.id } : { backups };
 }

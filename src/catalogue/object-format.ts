@@ -3,6 +3,7 @@
  * writer and reader that move large archives faster than the library does.
  */
 import { createHash, type Hash } from "node:crypto";
+import type { ChunkSink } from "../snapshot/watch.ts";
 
 export const streamOf = (bucket: string) => `OBJ_${bucket}`;
 export const chunkSubject = (bucket: string, nuid: string) => `$O.${bucket}.C.${nuid}`;
@@ -18,17 +19,14 @@ export function base64UrlPadded(bytes: Uint8Array): string {
 
 export const DigestPrefix = "SHA-256=";
 
-/** Where an object's chunks go as they are read: each in pieces, then its end. */
-export interface ChunkSink {
-  part(bytes: Uint8Array): void;
-  endChunk(): void;
-}
-
 /** Counts an object's chunks and bytes and hashes them (SHA-256, natively) in the object store's digest notation. */
 export class ChunkTally implements ChunkSink {
   #hash: Hash = createHash("sha256");
   #size = 0;
   #chunks = 0;
+
+  /** `observe`: sees every byte hashed, in order (a backup checks its archive on the same pass). */
+  constructor(private readonly observe?: (bytes: Uint8Array) => void) {}
 
   get size(): number {
     return this.#size;
@@ -39,6 +37,7 @@ export class ChunkTally implements ChunkSink {
   part(bytes: Uint8Array): void {
     this.#hash.update(bytes);
     this.#size += bytes.length;
+    this.observe?.(bytes);
   }
   endChunk(): void {
     this.#chunks++;
@@ -46,6 +45,22 @@ export class ChunkTally implements ChunkSink {
   digest(): string {
     return DigestPrefix + base64UrlPadded(this.#hash.digest());
   }
+}
+
+/** The metadata of an object whose chunks `tally` counted and hashed as they were written. */
+export function tallyMeta(object: { name: string; bucket: string; nuid: string }, maxChunkSize: number, tally: ChunkTally): ObjectMetaRecord {
+  return {
+    name: object.name,
+    description: "",
+    options: { max_chunk_size: maxChunkSize },
+    bucket: object.bucket,
+    nuid: object.nuid,
+    size: tally.size,
+    chunks: tally.chunks,
+    mtime: new Date().toISOString(),
+    digest: tally.digest(),
+    deleted: false,
+  };
 }
 
 /** The JSON an object's metadata message holds (what ObjectInfo is read from). */

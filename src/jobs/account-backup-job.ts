@@ -32,7 +32,7 @@ export async function backupAccount(
 ): Promise<Finished> {
   const { nc, catalogue } = ctx;
   const names = accountObjectNames(job.id);
-  const streams = await chooseStreams(ctx, req.streams, ownStreams);
+  const streams = await chosenAccountStreams(ctx, req.streams, ownStreams);
   accepted();
   const created = new Date().toISOString();
 
@@ -102,8 +102,12 @@ export async function backupAccount(
   }
 }
 
-/** The streams to back up, in name order: the named ones (404 for one that does not exist), else every one but the service's own. */
-async function chooseStreams(ctx: JobContext, named: string[] | undefined, ownStreams: ReadonlyMap<string, string>): Promise<string[]> {
+/**
+ * The streams to back up, in name order: the named ones (404 for one that does not exist, 400
+ * for the service's own), else every one but the service's own. Asked before a job is recorded,
+ * so that such a request touches nothing, and again by the job.
+ */
+export async function chosenAccountStreams(ctx: Pick<JobContext, "nc">, named: string[] | undefined, ownStreams: ReadonlyMap<string, string>): Promise<string[]> {
   const own = (named ?? []).filter((s) => ownStreams.has(s));
   if (own.length > 0) throw BackupError.badRequest(`${own.map((s) => `stream ${s} is this service's own ${ownStreams.get(s)}`).join("; ")}: it is never backed up`);
   const existing = (await listNames(ctx.nc, "STREAM.NAMES", "streams")).filter((s) => !ownStreams.has(s));

@@ -12,7 +12,8 @@ import { JetStreamApiError, JsErrCode, jsApiRequest } from "../jetstream/jsapi.t
 import { rawMembers } from "../jetstream/raw-json.ts";
 import { Capabilities, parseServerVersion } from "../jetstream/server-version.ts";
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { AccountRestoreResult, AccountStream, RestoreAccountRequest } from "../protocol/schemas.ts";
+import type { AccountManifest, AccountRestoreResult, AccountStream, RestoreAccountRequest } from "../protocol/schemas.ts";
+import type { Catalogue } from "../catalogue/catalogue.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import { configOverrides, restoreSnapshot } from "./restore-job.ts";
@@ -27,6 +28,25 @@ const Succeeded = new Set<StreamItem["action"]>(["created", "restored", "updated
 /** Configuration objects read at once while planning. */
 const ConfigReads = 32;
 
+/**
+ * The backup an account restore reads (`id`, or the newest without failed streams), or the 4xx
+ * refusing it: 404 when there is none, 400 for a stream backup. Asked before a job is recorded,
+ * so that such a request touches nothing, and again by the job.
+ */
+export async function chosenAccountBackup(catalogue: Catalogue, id: string | undefined): Promise<AccountManifest> {
+  const chosen = id ? await catalogue.info(id) : await catalogue.latestAccount();
+  if (chosen.scope !== "account") {
+    throw BackupError.badRequest(`backup ${chosen.id} is a backup of stream ${chosen.stream}, not an account backup: restore it with $RESTORE.stream.${chosen.stream}`);
+  }
+  return chosen;
+}
+
+/** The 4xx refusing an account restore before its job is recorded: its backup (chosenAccountBackup), and `streams` it does not hold. */
+export async function checkAccountRestore(catalogue: Catalogue, req: RestoreAccountRequest, ownStreams: ReadonlyMap<string, string>): Promise<void> {
+  const chosen = await chosenAccountBackup(catalogue, req.backup);
+  if (req.streams) chooseStreams(chosen.id, (await catalogue.readContents(chosen.id)).streams, req.streams, ownStreams);
+}
+
 export async function restoreAccount(
   ctx: JobContext,
   job: Job,
@@ -36,14 +56,11 @@ export async function restoreAccount(
   ownStreams: ReadonlyMap<string, string>,
 ): Promise<Finished> {
   const { nc, catalogue } = ctx;
-  const chosen = req.backup ? await catalogue.info(req.backup) : await catalogue.latestAccount();
-  if (chosen.scope !== "account") {
-    throw BackupError.badRequest(`backup ${chosen.id} is a backup of stream ${chosen.stream}, not an account backup: restore it with $RESTORE.stream.${chosen.stream}`);
-  }
+  const chosen = await chosenAccountBackup(catalogue, req.backup);
   job.setBackup(chosen.id);
   // Nobody may delete it while it is read; and it may have been deleted just before.
   await hold({ backup: chosen.id });
-  const manifest = await catalogue.info(chosen.id);
+  const manifest = await chosenAccountBackup(catalogue, chosen.id);
   const contents = await catalogue.readContents(manifest.id);
   const entries = chooseStreams(manifest.id, contents.streams, req.streams, ownStreams);
   const configs = await readConfigs(ctx, entries);

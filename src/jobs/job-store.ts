@@ -12,6 +12,9 @@ export interface StoredRecord {
   revision: number;
 }
 
+/** The KV bucket of the job records of backup bucket `bucket`. */
+export const jobBucketOf = (bucket: string) => `${bucket}-jobs`;
+
 /** The KV error for a write whose expected revision was not the key's last. */
 const WrongLastSequence = 10071;
 

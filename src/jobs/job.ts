@@ -85,11 +85,12 @@ export class Job {
     return this.abort.signal;
   }
 
+  /** The `wait:false` reply of the request that started this job (a backup or restore: no request starts an import). */
   started(): JobStarted {
     const r = this.#record;
     return {
       id: r.id,
-      operation: r.operation,
+      operation: r.operation as JobStarted["operation"],
       scope: r.scope,
       ...(r.stream !== undefined ? { stream: r.stream } : {}),
       state: "running",
@@ -103,11 +104,12 @@ export class Job {
     this.#record.backup = id;
   }
 
-  progress(bytes: number, chunks: number, expected?: number): void {
+  progress(bytes: number, chunks: number, expected?: number, uncompressed?: number): void {
     const seconds = Math.max(0.001, (Date.now() - this.#startedAt) / 1000);
     const p = this.#record.progress;
     p.bytes = bytes;
     p.chunks = chunks;
+    if (uncompressed !== undefined) p.uncompressed_bytes = uncompressed;
     p.rate = Math.round(bytes / seconds);
     if (expected !== undefined) {
       p.bytes_expected = expected;

@@ -6,8 +6,9 @@
  * its own behind. `restoreSnapshot` is the part an account restore runs for each stream with data.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { BackupError } from "../protocol/errors.ts";
-import type { RestoreResult, RestoreStreamRequest, StreamData } from "../protocol/schemas.ts";
+import { BackupError, ErrorCode } from "../protocol/errors.ts";
+import type { RestoreResult, RestoreStreamRequest, StreamData, StreamManifest } from "../protocol/schemas.ts";
+import type { Catalogue } from "../catalogue/catalogue.ts";
 import type { Logger } from "pino";
 import { deleteStream, JetStreamApiError, JsErrCode, streamSummary, streamExists } from "../jetstream/jsapi.ts";
 import { Capabilities, canRestoreFormat, parseServerVersion } from "../jetstream/server-version.ts";
@@ -17,6 +18,11 @@ import { BulkConnectionError } from "../bulk/bulk-connection.ts";
 import type { JobContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import type { Hold } from "./pipeline.ts";
+import { placeRestore, savedPlacement } from "./degraded-placement.ts";
+import { goneWithin, removeUnansweredRestore } from "./unanswered-restore.ts";
+import { removeLostStream } from "./replace-lost.ts";
+import { groupsNotWhole } from "../jetstream/raft-groups.ts";
+import { sameCreation } from "./stream-identity.ts";
 
 export async function restoreStream(
   ctx: JobContext,
@@ -27,20 +33,14 @@ export async function restoreStream(
 ): Promise<RestoreResult> {
   const { catalogue } = ctx;
   const stream = job.record.stream!;
-  const chosen = req.backup ? await catalogue.info(req.backup) : await catalogue.latest(stream);
+  const chosen = await chosenStreamBackup(catalogue, stream, req.backup);
   job.setBackup(chosen.id);
   // Nobody may delete it while it is read; and it may have been deleted just before.
   await hold({ backup: chosen.id });
-  const manifest = await catalogue.info(chosen.id);
-  if (manifest.scope !== "stream") {
-    throw BackupError.badRequest(`backup ${manifest.id} is an account backup: restore it with $RESTORE.account`);
-  }
-  if (manifest.stream !== stream) {
-    throw BackupError.badRequest(
-      `backup ${manifest.id} is of stream ${manifest.stream}, not ${stream}: a restore keeps the stream's name`,
-    );
-  }
-  return restoreSnapshot(
+  const manifest = await chosenStreamBackup(catalogue, stream, chosen.id);
+  // replace_lost: the name is held by a stream whose every replica is gone (refused otherwise).
+  const replaced = req.replace_lost ? await removeLostStream(ctx.nc, stream, ctx.log.child({ job: job.id })) : null;
+  const result = await restoreSnapshot(
     ctx,
     {
       stream,
@@ -48,10 +48,28 @@ export async function restoreStream(
       data: { ...manifest, objects: manifest.objects, archive_format: manifest.archive_format ?? "v1" },
       takenOn: manifest.server?.version,
       job,
+      ...(replaced ? { gone: replaced.peers } : {}),
     },
     req,
     accepted,
   );
+  return replaced ? { ...result, warnings: [replaced.note, ...(result.warnings ?? [])] } : result;
+}
+
+/**
+ * The backup a restore of `stream` reads (`id`, or its newest), or the 4xx refusing it: 404 when
+ * there is none, 400 for an account backup or another stream's. Asked before a job is recorded,
+ * so that such a request touches nothing, and again by the job.
+ */
+export async function chosenStreamBackup(catalogue: Catalogue, stream: string, id: string | undefined): Promise<StreamManifest> {
+  const chosen = id ? await catalogue.info(id) : await catalogue.latest(stream);
+  if (chosen.scope !== "stream") {
+    throw BackupError.badRequest(`backup ${chosen.id} is an account backup: restore it with $RESTORE.account`);
+  }
+  if (chosen.stream !== stream) {
+    throw BackupError.badRequest(`backup ${chosen.id} is of stream ${chosen.stream}, not ${stream}: a restore keeps the stream's name`);
+  }
+  return chosen;
 }
 
 /** One stream's snapshot to restore: which backup holds it, its objects, and the job it reports to. */
@@ -62,6 +80,8 @@ export interface RestoreTarget {
   /** The nats-server version the backup was taken on, if known. */
   takenOn: string | undefined;
   job: Pick<Job, "id" | "signal" | "progress">;
+  /** Servers known to be gone: the peers of the lost stream this restore replaces. */
+  gone?: string[];
 }
 
 /**
@@ -76,36 +96,79 @@ export async function restoreSnapshot(
   accepted: () => void,
 ): Promise<RestoreResult> {
   const target = parseServerVersion(ctx.nc.info?.version);
-  if (target && Capabilities.restoresRaceStreamChanges(target)) {
-    return oneAtATime(ctx.nc, () => restoreFreshStream(ctx, restore, req, accepted));
-  }
-  return restoreOneSnapshot(ctx, restore, req, accepted);
+  const restoreWhole = () => restoreUntilWhole(ctx, restore, req, accepted);
+  if (target && Capabilities.restoresRaceStreamChanges(target)) return oneAtATime(ctx.nc, restoreWhole);
+  return restoreWhole();
 }
 
 /** The 2.15.3 restore's words when the stream it created was not empty. */
 const StoreNotEmpty = /failed to store message sequence \d+: expected sequence does not match store/;
 
 /**
- * A restore, tried a second time when the server found the stream it had just created not
- * empty ("failed to store message sequence 1: expected sequence does not match store"): seen on
- * 2.15.3 under load, twice in some 600 restores, each right after a stream of the same name was
- * deleted; the cause is in the server, not found yet, and it could not be brought about on demand.
- * The failed try removed its stream, so a second one a moment later starts from nothing. Once
- * only: a second such failure is the job's.
+ * A restore, tried again (three tries at most) when the server's new stream came out broken, each
+ * time right after a stream of the same name was deleted, with causes in the server that could
+ * not be brought about on demand:
+ * - the stream it created was not empty ("failed to store message sequence 1: expected sequence
+ *   does not match store"): 2.15.3 under load, twice in some 600 restores;
+ * - a group of the restored stream did not form in time (RestoredNotWhole): 2.9.10, 6 of 30 R3
+ *   restores that each followed an R1 restore of the stream and its deletion; every second try
+ *   came out whole. In 2.9.10's source the restored stream's leader proposes each consumer's
+ *   assignment with a new group; in a stalled case two nodes logged doing so ("Consumer
+ *   assignment has not been assigned, retrying").
+ * A failed try removed its stream, so the next, once the name is free, starts from nothing.
  */
-async function restoreFreshStream(
+async function restoreUntilWhole(
   ctx: JobContext,
   restore: RestoreTarget,
   req: Pick<RestoreStreamRequest, "replicas" | "placement">,
   accepted: () => void,
 ): Promise<RestoreResult> {
-  try {
-    return await restoreOneSnapshot(ctx, restore, req, accepted);
-  } catch (err) {
-    if (!(err instanceof BackupError) || !StoreNotEmpty.test(err.description) || restore.job.signal.aborted) throw err;
-    ctx.log.warn({ job: restore.job.id, stream: restore.stream, reason: err.description }, "the server's new stream was not empty; restoring again");
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    return restoreOneSnapshot(ctx, restore, req, accepted);
+  const notes: string[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await restoreOneSnapshot(ctx, restore, req, accepted);
+      return notes.length ? { ...result, warnings: [...(result.warnings ?? []), ...notes] } : result;
+    } catch (err) {
+      const broken = err instanceof RestoredNotWhole || (err instanceof BackupError && StoreNotEmpty.test(err.description));
+      if (!broken || attempt === 3 || restore.job.signal.aborted) throw err;
+      // Its removal may take a while to be seen (2.9.10 with a consumer stalled): not tried again while the name is held.
+      if (!(await goneWithin(ctx.nc, restore.stream, 30_000))) throw err;
+      ctx.log.warn({ job: restore.job.id, stream: restore.stream, reason: err.description, attempt }, "the server's new stream came out broken and was removed; restoring again");
+      notes.push(`try ${attempt} was removed and the stream restored again: ${err.description}`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+}
+
+/** A restored stream some of whose groups (its own, its consumers') were not whole in time. */
+class RestoredNotWhole extends BackupError {
+  constructor(stream: string, notWhole: string[], waitedMs: number) {
+    super(
+      ErrorCode.Unavailable,
+      `restore of stream ${stream} failed: ${waitedMs / 1000} s after the server built it, ${notWhole.join(", ")} still had no leader with every replica current`,
+    );
+  }
+}
+
+/**
+ * How long a restored stream's groups may take to be whole: about 1 s in most R3 restores of a
+ * 3-node 2.9.10 cluster here, 11 to 22 s in a few; a 2.9.10 consumer whose group did not form
+ * stayed so.
+ */
+const WholeGroupsWaitMs = 30_000;
+
+/** Waits until the restored stream and its `consumers` consumers each have a leader and every replica current; RestoredNotWhole after WholeGroupsWaitMs. */
+async function awaitWholeGroups(nc: NatsConnection, stream: string, consumers: number, signal: AbortSignal): Promise<void> {
+  const started = Date.now();
+  for (;;) {
+    const found = await groupsNotWhole(nc, stream);
+    if (found.consumers >= consumers && found.notWhole.length === 0) return;
+    if (signal.aborted) throw BackupError.from(signal.reason);
+    if (Date.now() - started >= WholeGroupsWaitMs) {
+      const unlisted = found.consumers < consumers ? [`${consumers - found.consumers} of its ${consumers} consumers (not listed)`] : [];
+      throw new RestoredNotWhole(stream, [...found.notWhole, ...unlisted], WholeGroupsWaitMs);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
 
@@ -128,7 +191,14 @@ async function restoreOneSnapshot(
   const { nc, catalogue } = ctx;
   const { stream, job, data } = restore;
   const manifest = { id: restore.backup, stream_created: data.stream_created };
-  if (await streamExists(nc, stream)) throw BackupError.conflict(`stream ${stream} already exist`);
+  const exists = await streamExists(nc, stream).catch((err: unknown) => {
+    // 10118: the stream is there, but no leader answers for it.
+    if (err instanceof JetStreamApiError && err.errCode === 10118) {
+      throw BackupError.conflict(`stream ${stream} already exist, with no leader (its replicas are offline); once every replica is gone, restore with "replace_lost":true`);
+    }
+    throw err;
+  });
+  if (exists) throw BackupError.conflict(`stream ${stream} already exist`);
   const archive = await catalogue.archiveInfo(data.objects.archive);
   if (archive.digest !== data.sha256 || archive.size !== data.size) {
     throw new BackupError(500, `backup ${manifest.id} is damaged: the archive of stream ${stream} is not the one its manifest recorded`);
@@ -143,21 +213,37 @@ async function restoreOneSnapshot(
   }
   // A 2.15+ server restoring a v2 archive creates the stream when the restore starts, and holds the name until it ends.
   const createdAtStart = format === "v2";
-  const { request, warnings } = restoreRequest(await catalogue.readText(data.objects.config), req, nc.info?.cluster !== undefined);
+  const backupJson = await catalogue.readText(data.objects.config);
+  // A cluster with a dead server: placed on live ones (or refused), and given longer to answer.
+  const placed = await placeRestore(nc, stream, target, { ...savedPlacement(backupJson, req, nc.info?.cluster !== undefined), gone: restore.gone ?? [] });
+  const { request, warnings } = restoreRequest(backupJson, placed.placement ? { ...req, placement: placed.placement } : req, nc.info?.cluster !== undefined);
+  warnings.push(...placed.warnings);
+  const requestTimeoutMs = placed.offline.length ? 30_000 : 10_000;
 
   if (await catalogue.repairArchive(archive)) {
     ctx.log.warn({ job: job.id, backup: manifest.id }, "removed the snapshot's end message, back in the archive after a server crash");
   }
 
   // The server builds the stream after the last chunk: about 1-4 s per GiB measured here; allow far more.
-  const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000).catch((err: unknown) => {
+  const requestedAt = Date.now();
+  const session = await startRestore(nc, stream, request, 60_000 + Math.ceil(archive.size / 2 ** 30) * 60_000, requestTimeoutMs).catch(async (err: unknown) => {
     // A configuration field the target server does not know (strict JSON from 2.12).
     if (err instanceof JetStreamApiError && err.errCode === JsErrCode.InvalidJson && target) {
       throw BackupError.badRequest(`nats-server ${target.text} refuses the stream configuration of backup ${manifest.id}, taken on ${takenOn}: ${err.serverDescription}`);
     }
+    // No answer at all: the server may still have made a stream that will never hold anything.
+    if (err instanceof BackupError && !(err instanceof JetStreamApiError) && err.description.startsWith("JetStream did not answer")) {
+      const left = await removeUnansweredRestore(nc, stream, { requestedAt, streamCreated: manifest.stream_created }, ctx.log.child({ job: job.id })).catch(
+        (e: unknown) => ({ outcome: `what it did could not be found out (${(e as Error).message})` }),
+      );
+      const why = placed.offline.length ? ` (the cluster has servers that answer nothing: ${placed.offline.join(", ")}; it may have placed the stream on one)` : "";
+      throw new BackupError(ErrorCode.Unavailable, `restore of stream ${stream} failed: the server did not answer the restore request within ${requestTimeoutMs / 1000} s${why}; ${left.outcome}`, { cause: err });
+    }
     throw err;
   });
   accepted();
+  /** The creation time the server gave the stream it built, once it said so. */
+  let built: string | undefined;
   const bulk = await ctx.openBulk().catch((err: unknown) => {
     session.abort();
     throw BulkConnectionError.during(`restore of stream ${stream}`, err);
@@ -180,10 +266,14 @@ async function restoreOneSnapshot(
     log.debug("every chunk delivered, answered and checked: asking the server to build the stream");
     // Only now, with the digest checked, may the server build the stream.
     const created = JSON.parse(await session.finish()) as {
+      created?: string;
       config?: { num_replicas?: number };
       state?: { messages?: number; bytes?: number; first_seq?: number; last_seq?: number; consumer_count?: number };
     };
     const state = created.state ?? {};
+    built = created.created;
+    // In a cluster the restore is whole once the stream and each consumer has a leader and every replica current.
+    if (nc.info?.cluster !== undefined) await awaitWholeGroups(nc, stream, state.consumer_count ?? 0, job.signal);
     return {
       stream,
       backup: manifest.id,
@@ -197,7 +287,7 @@ async function restoreOneSnapshot(
     };
   } catch (err) {
     session.abort();
-    await removePartialStream(nc, stream, { manifest, failure: err, createdAtStart }, ctx.log.child({ job: job.id })).catch((e: unknown) =>
+    await removePartialStream(nc, stream, { manifest, failure: err, createdAtStart, built }, ctx.log.child({ job: job.id })).catch((e: unknown) =>
       ctx.log.error({ err: e, stream, job: job.id }, "could not remove a partly restored stream"),
     );
     throw err;
@@ -247,13 +337,21 @@ export function configOverrides(
  * Deletes what the failed restore made of the stream, and only that: a stream someone else
  * created under the same name meanwhile (the lock keeps only this service's jobs off it) is left
  * alone. A stream restored from a v1 archive keeps its original's creation time, which the
- * manifest recorded, and is built only at the end (a stream there before is someone else's); a
+ * manifest recorded (give or take its replicas' skew: sameCreation), and is built only at the end
+ * (a stream there before is someone else's; 2.9.10 sometimes gives it a new creation time, which
+ * the server's answer to the finished restore names); a
  * v2 restore (2.15+) creates the stream at its start and holds the name, so a stream there is its own.
  */
 async function removePartialStream(
   nc: NatsConnection,
   stream: string,
-  restore: { manifest: { id: string; stream_created?: string | undefined }; failure: unknown; createdAtStart: boolean },
+  restore: {
+    manifest: { id: string; stream_created?: string | undefined };
+    failure: unknown;
+    createdAtStart: boolean;
+    /** The creation time of the stream the server said it built, when the failure came after that. */
+    built?: string | undefined;
+  },
   log: Logger,
 ): Promise<void> {
   const { manifest } = restore;
@@ -267,8 +365,9 @@ async function removePartialStream(
     if (restore.failure instanceof BackupError && /already in use/i.test(restore.failure.description)) {
       return leave(created, "the server refused to build it because someone else created it meanwhile");
     }
-    const keptOriginal = manifest.stream_created === undefined || created === manifest.stream_created;
-    if (!keptOriginal && !restore.createdAtStart) return leave(created, "someone else created it meanwhile");
+    const keptOriginal = manifest.stream_created === undefined || sameCreation(created, manifest.stream_created);
+    const ours = keptOriginal || restore.createdAtStart || sameCreation(created, restore.built);
+    if (!ours) return leave(created, "someone else created it meanwhile");
     await deleteStream(nc, stream);
   }
 }

@@ -6,17 +6,18 @@
  * errors found at the start reach the caller.
  */
 import { BackupError, ErrorCode } from "../protocol/errors.ts";
-import type { BackupAccountRequest, BackupStreamRequest, RestoreAccountRequest, RestoreStreamRequest } from "../protocol/schemas.ts";
-import { backupAccount } from "./account-backup-job.ts";
-import { restoreAccount } from "./account-restore-job.ts";
-import { backupStream } from "./backup-job.ts";
+import type { BackupAccountRequest, BackupStreamRequest, RestoreAccountRequest, RestoreStreamRequest, VerifyReply } from "../protocol/schemas.ts";
+import { backupAccount, chosenAccountStreams } from "./account-backup-job.ts";
+import { checkAccountRestore, restoreAccount } from "./account-restore-job.ts";
+import { backupStream, snapshotableStream } from "./backup-job.ts";
 import type { JobContext } from "./context.ts";
 import { newId } from "./ids.ts";
 import { Job, type Operation, type Scope } from "./job.ts";
 import type { JobStore } from "./job-store.ts";
 import type { Lock, Locks } from "./locks.ts";
 import type { JobSlots } from "./job-slots.ts";
-import { restoreStream } from "./restore-job.ts";
+import { chosenStreamBackup, restoreStream } from "./restore-job.ts";
+import { verifyBackup } from "./verify-backup.ts";
 import { JobFailed, type Finished, type Hold } from "./pipeline.ts";
 
 type Pipeline = (accepted: () => void, job: Job, hold: Hold) => Promise<Finished>;
@@ -38,21 +39,30 @@ export class JobRunner {
     private readonly shared: { tenant?: string; slots?: JobSlots } = {},
   ) {}
 
-  backup(stream: string, req: BackupStreamRequest): Promise<Job> {
+  // A request refused at once (its stream or backup missing, or not one it can take) is
+  // refused before its job is recorded: it touches nothing. The job asks again.
+
+  async backup(stream: string, req: BackupStreamRequest): Promise<Job> {
+    this.#refuseOwn(stream);
+    await snapshotableStream(this.ctx, stream);
     return this.#start("backup", stream, async (accepted, job) => ({ result: await backupStream(this.ctx, job, req, accepted) }));
   }
 
-  restore(stream: string, req: RestoreStreamRequest): Promise<Job> {
+  async restore(stream: string, req: RestoreStreamRequest): Promise<Job> {
+    this.#refuseOwn(stream);
+    await chosenStreamBackup(this.ctx.catalogue, stream, req.backup);
     return this.#start("restore", stream, async (accepted, job, hold) => ({
       result: await restoreStream(this.ctx, job, req, accepted, hold),
     }));
   }
 
-  backupAccount(req: BackupAccountRequest): Promise<Job> {
+  async backupAccount(req: BackupAccountRequest): Promise<Job> {
+    if (req.streams) await chosenAccountStreams(this.ctx, req.streams, this.ownStreams);
     return this.#start("backup", null, (accepted, job, hold) => backupAccount(this.ctx, job, req, accepted, hold, this.ownStreams));
   }
 
-  restoreAccount(req: RestoreAccountRequest): Promise<Job> {
+  async restoreAccount(req: RestoreAccountRequest): Promise<Job> {
+    await checkAccountRestore(this.ctx.catalogue, req, this.ownStreams);
     return this.#start("restore", null, (accepted, job, hold) => restoreAccount(this.ctx, job, req, accepted, hold, this.ownStreams));
   }
 
@@ -68,6 +78,11 @@ export class JobRunner {
     } finally {
       await lock.release();
     }
+  }
+
+  /** Reads backup `id` through and says what it found (verify-backup.ts); not a job: it changes nothing. */
+  verify(id: string): Promise<VerifyReply> {
+    return verifyBackup(this.ctx, id);
   }
 
   /** A job running on this instance. */
@@ -89,14 +104,19 @@ export class JobRunner {
     await all();
   }
 
-  /** Starts a job on `stream`, or an account job (`stream` null). */
-  async #start(operation: Operation, stream: string | null, pipeline: Pipeline): Promise<Job> {
-    const own = stream === null ? undefined : this.ownStreams.get(stream);
+  /** 400 for a stream of the service's own buckets. */
+  #refuseOwn(stream: string): void {
+    const own = this.ownStreams.get(stream);
     if (own) {
       throw BackupError.badRequest(
         `stream ${stream} is this service's own ${own}: its backups would be written into the bucket being backed up, or a restore would overwrite them`,
       );
     }
+  }
+
+  /** Starts a job on `stream`, or an account job (`stream` null). */
+  async #start(operation: Operation, stream: string | null, pipeline: Pipeline): Promise<Job> {
+    if (stream !== null) this.#refuseOwn(stream);
     if (this.#stopping) throw new BackupError(ErrorCode.Unavailable, "the backup service is stopping");
     if (this.#running.size >= this.maxJobs) {
       throw new BackupError(

@@ -122,7 +122,9 @@ export class Sweeper {
       }
       const age = now - Date.parse(record.updated);
       const stale = age > this.opts.staleJobMs;
-      if (!stale && (live.has(record.instance) || age <= this.opts.silentJobMs)) {
+      // An import runs in a `nats-backup import` process, which answers no PING: only its record's age tells.
+      const pingless = record.operation === "import";
+      if (!stale && (pingless || live.has(record.instance) || age <= this.opts.silentJobMs)) {
         aliveJobs.add(record.id);
         continue;
       }
@@ -172,9 +174,9 @@ export class Sweeper {
     const why = stale
       ? `its instance ${record.instance} stopped updating it`
       : `its instance ${record.instance} no longer answers $SRV.PING`;
-    // A backup whose manifest was committed before its instance died is complete; else none can
-    // be committed any more once this settles it, so the job is failed for good.
-    const manifest = record.operation === "backup" ? await this.catalogue.settleManifest(record.id) : null;
+    // A backup (or import) whose manifest was committed before its instance died is complete; else
+    // none can be committed any more once this settles it, so the job is failed for good.
+    const manifest = record.operation !== "restore" ? await this.catalogue.settleManifest(record.id) : null;
     const ended: JobRecord = manifest
       ? { ...record, state: "completed", updated: now, ended: now, result: manifest }
       : {

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { ProtocolSchemas } from "./schemas.ts";
 import { TenantsFile } from "./tenants-file.ts";
+import { ReadinessDescriptions } from "./readiness.ts";
 
 /** Every document protocol/schemas holds: the service's bodies, and the tenants file `serve --tenants` reads. */
 const Documents = { ...ProtocolSchemas, tenants_file: TenantsFile } as const;
@@ -25,13 +26,14 @@ export const SchemaDir = "protocol/schemas";
 export const schemaId = (name: string) => `https://nats.io/schemas/backup/v1/${name}.json`;
 
 const Descriptions: Record<ProtocolSchemaName, string> = {
+  ...ReadinessDescriptions,
   backup_stream_request: "The body of a request on $BACKUP.stream.<stream>; an empty body means every default",
   restore_stream_request: "The body of a request on $RESTORE.stream.<stream>; an empty body means every default",
   backup_account_request: "The body of a request on $BACKUP.account; an empty body saves every stream's and consumer's configuration",
   restore_account_request: "The body of a request on $RESTORE.account; an empty body restores the newest account backup without failed streams",
   account_contents: "<id>/account.json in the bucket: what an account backup holds, stream by stream",
   list_request: "The body of a request on $BACKUP.list; an empty body lists the newest backups, up to the default limit",
-  empty_request: "The body of a request on $BACKUP.info.<id>, $BACKUP.delete.<id> and $BACKUP.job.<id>: empty or {}",
+  empty_request: "The body of a request on $BACKUP.info.<id>, $BACKUP.delete.<id>, $BACKUP.verify.<id> and $BACKUP.job.<id>: empty or {}",
   job_started: "The reply to a backup or restore request with wait:false",
   job_record:
     "A job's record: the reply of $BACKUP.job.<id>, of a backup or restore request with wait:true, and every event on $BACKUP.status.<id>",
@@ -40,6 +42,7 @@ const Descriptions: Record<ProtocolSchemaName, string> = {
   delete_reply: "The reply of $BACKUP.delete.<id>",
   prune_request: "The body of a request on $BACKUP.prune; an empty body applies each stream's retention policy",
   prune_reply: "The reply of $BACKUP.prune: what was removed (dry_run: would be removed) and what was skipped, by stream",
+  verify_reply: "The reply of $BACKUP.verify.<id>: what reading each archive of the backup through found",
   tenants_file:
     "The tenants file (serve --tenants FILE, JSON or YAML): the accounts one service serves, each with how to connect as one of its users, its bucket and its limits",
   error_reply:

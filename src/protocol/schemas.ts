@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { DurationPattern } from "./duration.ts";
+import { ReadinessSchemas } from "./readiness.ts";
 
 const streamName = z
   .string()
@@ -63,6 +64,10 @@ export const RestoreStreamRequest = z.strictObject({
   backup: backupId.optional().describe("the backup to restore; default the newest completed one of the stream"),
   replicas: z.int().min(1).max(5).optional().describe("override the stream's num_replicas"),
   placement: Placement.optional().describe("override the stream's placement"),
+  replace_lost: z
+    .boolean()
+    .optional()
+    .describe("the stream exists but every replica of it is on a server that is gone: remove it and restore onto live servers (refused while any replica is online)"),
   wait: z.boolean().default(false).describe("reply when the job ends instead of when it starts"),
 });
 export type RestoreStreamRequest = z.infer<typeof RestoreStreamRequest>;
@@ -147,7 +152,8 @@ export const StreamManifest = z.looseObject({
     .describe("the stream's retention as the backup request set it (keep_last, max_age); the newest backup's is the stream's"),
   objects: z.looseObject({ config: z.string(), archive: z.string(), manifest: z.string() }),
   server: ServerOfBackup,
-  archive_format: ArchiveFormat.optional(),
+  archive_format: ArchiveFormat.optional().describe("what the archive is, read from its bytes as they were stored"),
+  uncompressed_bytes: z.number().optional().describe("bytes of the tar (v1) or NATSARC1 entries (v2) inside the S2 stream, counted as it was stored"),
 });
 export type StreamManifest = z.infer<typeof StreamManifest>;
 
@@ -163,6 +169,7 @@ export const StreamData = z.looseObject({
   first_seq: z.number(),
   last_seq: z.number(),
   archive_format: ArchiveFormat,
+  uncompressed_bytes: StreamManifest.shape.uncompressed_bytes,
 });
 export type StreamData = z.infer<typeof StreamData>;
 
@@ -272,6 +279,7 @@ export const JobProgress = z.looseObject({
   bytes: z.number().describe("bytes moved so far"),
   bytes_expected: z.number().optional().describe("total bytes, where known (restores)"),
   chunks: z.number(),
+  uncompressed_bytes: z.number().optional().describe("stream backups: bytes of the archive decoded so far, as the nats CLI shows them"),
   percent: z.number().optional(),
   rate: z.number().describe("bytes per second since the job started"),
   streams: z
@@ -284,13 +292,15 @@ export type JobProgress = z.infer<typeof JobProgress>;
 export const JobRecord = z.looseObject({
   type: z.literal("io.nats.backup.v1.job"),
   id: backupId,
-  operation: z.enum(["backup", "restore"]),
+  operation: z
+    .enum(["backup", "restore", "import"])
+    .describe("import: `nats-backup import` storing a folder as backup <id>; its instance is that process, which answers no $SRV.PING"),
   scope: z.enum(["stream", "account"]),
   stream: z.string().optional().describe("the stream, for a stream job"),
   state: JobState.describe("partial: an account job that ended with some streams or consumers failed (its result says which)"),
   status_subject: z.string(),
   backup: backupId.optional().describe("for a restore: the backup it restores"),
-  instance: z.string().describe("the service instance running the job"),
+  instance: z.string().describe("the service instance running the job (an import: `nats-backup import <pid>@<host>`)"),
   tenant: z.string().optional().describe("the tenant (account) the job is for, when the service serves several"),
   waiting: z
     .string()
@@ -364,6 +374,30 @@ export type PruneReply = z.infer<typeof PruneReply>;
 export const DeleteReply = z.looseObject({ id: backupId, deleted: z.literal(true), objects: z.number() });
 export type DeleteReply = z.infer<typeof DeleteReply>;
 
+/** What `$BACKUP.verify.<id>` found in one stream's archive. */
+export const VerifiedArchive = z.looseObject({
+  stream: z.string(),
+  ok: z.boolean().describe("the archive is whole: digest, every frame's CRC, its structure, its stream and configuration agree, no errors.txt"),
+  problems: z.array(z.string()).describe("what is wrong, in words; empty when ok"),
+  format: ArchiveFormat.optional().describe("absent when the archive could not be read far enough to tell"),
+  compressed_bytes: z.number().describe("bytes of stream.tar.s2 read"),
+  uncompressed_bytes: z.number().describe("bytes decoded from it"),
+  frames: z.number().describe("S2 frames read, each CRC-checked"),
+  entries: z.number().describe("v1: tar entries (files); v2: records (state, consumers, messages)"),
+  blocks: z.number().optional().describe("v1: message block files (msgs/*.blk)"),
+  messages: z.number().optional().describe("v2: message records"),
+  consumers: z.array(z.string()).describe("the consumers the archive holds"),
+});
+export type VerifiedArchive = z.infer<typeof VerifiedArchive>;
+
+export const VerifyReply = z.looseObject({
+  id: backupId,
+  scope: z.enum(["stream", "account"]),
+  ok: z.boolean().describe("every archive of the backup is whole"),
+  streams: z.array(VerifiedArchive).describe("one entry per archive read: the stream's, or each stream with data of an account backup"),
+});
+export type VerifyReply = z.infer<typeof VerifyReply>;
+
 export const ErrorReply = z.looseObject({
   error: z.looseObject({ code: z.number(), description: z.string() }),
 });
@@ -384,5 +418,7 @@ export const ProtocolSchemas = {
   "delete_reply": DeleteReply,
   "prune_request": PruneRequest,
   "prune_reply": PruneReply,
+  "verify_reply": VerifyReply,
   "error_reply": ErrorReply,
+  ...ReadinessSchemas,
 } as const;

@@ -11,9 +11,13 @@ export const Subjects = {
   list: "$BACKUP.list",
   info: (id: string) => `$BACKUP.info.${id}`,
   delete: (id: string) => `$BACKUP.delete.${id}`,
+  verify: (id: string) => `$BACKUP.verify.${id}`,
   prune: "$BACKUP.prune",
   job: (id: string) => `$BACKUP.job.${id}`,
   status: (id: string) => `$BACKUP.status.${id}`,
+  report: "$BACKUP.report",
+  peerRemove: (stream: string) => `$RESTORE.peer-remove.${stream}`,
+  serverRemove: "$RESTORE.server-remove",
   statusAll: "$BACKUP.status.>",
 } as const;
 
@@ -64,6 +68,12 @@ export const Endpoints = {
     request: "empty_request",
     reply: "delete_reply",
   },
+  verify: {
+    subject: "$BACKUP.verify.*",
+    description: "Read the backup named by the last token through and check it: digest, every S2 frame, the tar or v2 structure, its stream and configuration, no errors.txt",
+    request: "empty_request",
+    reply: "verify_reply",
+  },
   prune: {
     subject: "$BACKUP.prune",
     description: "Remove old backups by retention policy (keep_last, max_age); dry_run only says which",
@@ -75,6 +85,24 @@ export const Endpoints = {
     description: "The record of the job named by the last token, while it runs and after it ended",
     request: "empty_request",
     reply: "job_record",
+  },
+  report: {
+    subject: "$BACKUP.report",
+    description: "Disaster-recovery readiness: each stream's replicas, peers, quorum, automatic recovery, newest backup and verdict, worst first",
+    request: "report_request",
+    reply: "report_reply",
+  },
+  "peer-remove": {
+    subject: "$RESTORE.peer-remove.*",
+    description: "Remove an offline peer from the stream named by the last token so the cluster places a new replica (confirm:true); replies once it is current",
+    request: "peer_remove_request",
+    reply: "peer_remove_reply",
+  },
+  "server-remove": {
+    subject: "$RESTORE.server-remove",
+    description: "Remove a server that is gone from the JetStream meta group (confirm:true), through the service's system-account connection",
+    request: "server_remove_request",
+    reply: "server_remove_reply",
   },
 } as const;
 export type EndpointName = keyof typeof Endpoints;

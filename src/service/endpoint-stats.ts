@@ -14,6 +14,13 @@ interface Counters {
 
 export class EndpointStats {
   readonly #counters = new Map<string, Counters>();
+  /** What each endpoint reports as its stats' `data` (ADR-32: additional statistics), set by its handler. */
+  readonly #data = new Map<string, unknown>();
+
+  /** The endpoint's stats `data` from now on (kept small: `$SRV.STATS` sends it on every request). */
+  setData(endpoint: string, data: unknown): void {
+    this.#data.set(endpoint, data);
+  }
 
   /** Runs one request's handling and counts it; `handle` resolves to the error it replied with, if any. */
   async track(endpoint: string, handle: () => Promise<{ code: number; description: string } | null>): Promise<void> {
@@ -29,7 +36,7 @@ export class EndpointStats {
   }
 
   /** The service's `statsHandler`: writes our counts over the library's for that endpoint. */
-  readonly statsHandler = async (endpoint: Endpoint): Promise<undefined> => {
+  readonly statsHandler = async (endpoint: Endpoint): Promise<unknown> => {
     // At run time the library passes its named endpoint, whose `stats` it then reports.
     const { name, stats } = endpoint as unknown as { name?: string; stats?: Record<string, unknown> };
     if (!name || !stats) return undefined;
@@ -41,7 +48,8 @@ export class EndpointStats {
       processing_time: c.processingNs,
       average_processing_time: c.requests ? Math.round(c.processingNs / c.requests) : 0,
     });
-    return undefined;
+    // The library sets the endpoint's `data` to what this returns.
+    return this.#data.get(name);
   };
 
   #get(endpoint: string): Counters {

@@ -20,6 +20,11 @@ import {
   type DeleteReply,
 } from "../protocol/schemas.ts";
 import type { EndpointName } from "../protocol/subjects.ts";
+import { PeerRemoveRequest, ReportRequest, ServerRemoveRequest } from "../protocol/readiness.ts";
+import { readinessStats, takeReport } from "../readiness/report.ts";
+import { removePeer } from "../readiness/peer-remove.ts";
+import { removeServer } from "../readiness/server-remove.ts";
+import type { EndpointStats } from "./endpoint-stats.ts";
 import { idFromSubject, parseBody, streamFromSubject } from "./request.ts";
 import { respondError, respondJson } from "./reply.ts";
 
@@ -29,6 +34,10 @@ export interface EndpointDeps {
   jobs: JobStore;
   retention: Retention;
   log: Logger;
+  /** Where an endpoint leaves figures for `$SRV.STATS` (the report's counts per verdict). */
+  stats?: EndpointStats;
+  /** A connection in the system account, for `$RESTORE.server-remove`. */
+  systemConnection?: NatsConnection;
 }
 
 /** Room left in a reply for what the client adds around the body (headers, should any be set). */
@@ -97,6 +106,11 @@ export const handlers: Record<EndpointName, Handler> = {
     const objects = await runner.deleteBackup(id);
     return { id, deleted: true, objects } satisfies DeleteReply;
   },
+  verify: async (msg, { runner }) => {
+    const id = idFromSubject(msg.subject);
+    parseBody(EmptyRequest, msg);
+    return runner.verify(id);
+  },
   prune: async (msg, { catalogue, retention }) => {
     const req = parseBody(PruneRequest, msg);
     const named = req.keep_last !== undefined || req.max_age !== undefined;
@@ -116,6 +130,19 @@ export const handlers: Record<EndpointName, Handler> = {
     if (!record) throw BackupError.notFound(`job ${id} not found`);
     return record;
   },
+  report: async (msg, { catalogue, stats }) => {
+    const req = parseBody(ReportRequest, msg);
+    const report = await takeReport(catalogue.nc, catalogue, req, replyBudget(catalogue.nc));
+    // The readiness metric is the account's: a report of some streams only leaves it as it was.
+    if (!req.streams) stats?.setData("report", readinessStats(report));
+    return report;
+  },
+  "peer-remove": async (msg, { catalogue }) => {
+    const stream = streamFromSubject(msg.subject);
+    const req = parseBody(PeerRemoveRequest, msg);
+    return removePeer(catalogue.nc, stream, req);
+  },
+  "server-remove": async (msg, { systemConnection }) => removeServer(systemConnection, parseBody(ServerRemoveRequest, msg)),
 };
 
 /**

@@ -11,7 +11,7 @@ import { BulkConnection } from "../bulk/bulk-connection.ts";
 import { Catalogue } from "../catalogue/catalogue.ts";
 import { streamOf } from "../catalogue/object-format.ts";
 import { DefaultTuning, type Tuning } from "../jobs/context.ts";
-import { JobStore } from "../jobs/job-store.ts";
+import { jobBucketOf, JobStore } from "../jobs/job-store.ts";
 import { Locks } from "../jobs/locks.ts";
 import { JobRunner } from "../jobs/runner.ts";
 import type { JobSlots } from "../jobs/job-slots.ts";
@@ -64,6 +64,11 @@ export interface BackupServiceOptions {
    */
   domain?: string;
   /**
+   * A connection in the system account, which `$RESTORE.server-remove` sends `$JS.API.SERVER.REMOVE`
+   * on; without one that endpoint answers 503. The caller owns it (the service does not close it).
+   */
+  systemConnection?: NatsConnection;
+  /**
    * The options `nc` was connected with. Each job's data connection takes its credentials and
    * TLS settings from them; without them, from nats.js's copy on `nc` (not typed API).
    */
@@ -106,7 +111,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   useDomain(nc, opts.domain);
   const catalogue = await Catalogue.open(nc, { bucket, replicas, index: true, log });
   const jobs = await JobStore.open(catalogue.js, {
-    bucket: `${bucket}-jobs`,
+    bucket: jobBucketOf(bucket),
     replicas,
     ttlMs: opts.jobRetentionMs ?? Defaults.jobRetentionMs,
   });
@@ -151,7 +156,7 @@ export async function startBackupService(nc: NatsConnection, opts: BackupService
   });
   const sweep = { ...DefaultSweep, ...opts.sweep };
   const sweeper = new Sweeper(nc, catalogue, jobs, locks, id, (job) => runner.running(job) !== undefined, jobLog, sweep, retention);
-  const deps: EndpointDeps = { runner, catalogue, jobs, retention, log };
+  const deps: EndpointDeps = { runner, catalogue, jobs, retention, log, stats, ...(opts.systemConnection ? { systemConnection: opts.systemConnection } : {}) };
   for (const [name, spec] of Object.entries(Endpoints) as [EndpointName, (typeof Endpoints)[EndpointName]][]) {
     service.addEndpoint(name, {
       subject: spec.subject,

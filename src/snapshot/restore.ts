@@ -88,10 +88,12 @@ export async function startRestore(
   stream: string,
   backupJson: string,
   finishTimeoutMs: number,
+  /** How long the server may take to place the stream and answer (longer in a degraded cluster). */
+  requestTimeoutMs = 10_000,
 ): Promise<RestoreSession> {
   let text: string;
   try {
-    text = await jsApiRequest(nc, `STREAM.RESTORE.${stream}`, backupJson, 10_000);
+    text = await jsApiRequest(nc, `STREAM.RESTORE.${stream}`, backupJson, requestTimeoutMs);
   } catch (err) {
     if (err instanceof JetStreamApiError && err.errCode === JsErrCode.StreamNameInUse) {
       throw BackupError.conflict(`stream ${stream} already exist`);

@@ -7,8 +7,13 @@
  */
 import type { BulkConnection } from "../bulk/bulk-connection.ts";
 import { watchSubject, type Watch } from "../bulk/watch.ts";
-import type { ChunkSink } from "../catalogue/object-format.ts";
 import { snapshotMessage } from "./snapshot.ts";
+
+/** Where an object's chunks go as they are read: each in pieces, then its end. */
+export interface ChunkSink {
+  part(bytes: Uint8Array): void;
+  endChunk(): void;
+}
 
 export interface SnapshotWatchOptions {
   stream: string;

@@ -3,7 +3,7 @@
  * tenant's own settings only: no flag, variable or nats context of the service leaks into them.
  */
 import type { NodeConnectionOptions } from "@nats-io/transport-node";
-import { connectionOptionsFrom } from "../cli/connect.ts";
+import { connectionOptionsFrom } from "../connection/connect.ts";
 import type { Tenant } from "./tenants-file.ts";
 
 /**
