@@ -8,7 +8,7 @@ import { nkeys, type NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NodeConnectionOptions } from "@nats-io/transport-node";
 import type { StreamManifest, JobRecord } from "../src/mod.ts";
-import { connectionOptions } from "../src/cli/connect.ts";
+import { connectionOptions } from "../src/connection/connect.ts";
 import { NatsServer, freePort, needsServer } from "./harness/nats-server.ts";
 import { request } from "./harness/service.ts";
 import { waitUntil } from "./harness/inspect.ts";
@@ -141,8 +141,9 @@ describe("nats-backup serve", () => {
     const child = run(["--help"]);
     const { code } = await exitWithin(child, 30_000);
     assert.equal(code, 0, child.output());
-    assert.match(child.output(), /Usage: nats-backup serve \[options\]/);
-    assert.match(child.output(), /--server URL/);
+    assert.match(child.output(), /Usage: nats-backup \[options\] \[command\]/);
+    assert.match(child.output(), /serve \[options\]/);
+    assert.match(child.output(), /--server <url>/);
     assert.match(child.output(), /NATS_URL/);
   });
 
@@ -150,7 +151,8 @@ describe("nats-backup serve", () => {
     const child = run(["frobnicate"]);
     const { code } = await exitWithin(child, 30_000);
     assert.equal(code, 2, child.output());
-    assert.match(child.output(), /Usage: nats-backup serve/);
+    assert.match(child.output(), /unknown command 'frobnicate'/);
+    assert.match(child.output(), /Usage: nats-backup \[options\] \[command\]/);
   });
 });
 

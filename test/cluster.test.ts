@@ -68,16 +68,23 @@ async function waitForReplicasCurrent(
     return await waitUntil(
       `${stream}: a leader and ${replicas - 1} current replicas for the stream and its consumers`,
       async () => {
-        const info = await jsApi<StreamInfo>(nc, `STREAM.INFO.${stream}`);
-        last = info.cluster ?? info.error;
-        if (info.error || !groupReady(info.cluster, replicas)) return false;
-        const names = await jsApi<{ consumers: string[] | null }>(nc, `CONSUMER.NAMES.${stream}`, {});
-        for (const name of names.consumers ?? []) {
-          const ci = await jsApi<ConsumerInfo>(nc, `CONSUMER.INFO.${stream}.${name}`);
-          last = { consumer: name, cluster: ci.cluster ?? ci.error };
-          if (ci.error || !groupReady(ci.cluster, replicas)) return false;
+        try {
+          const info = await jsApi<StreamInfo>(nc, `STREAM.INFO.${stream}`);
+          last = info.cluster ?? info.error;
+          if (info.error || !groupReady(info.cluster, replicas)) return false;
+          const names = await jsApi<{ consumers: string[] | null }>(nc, `CONSUMER.NAMES.${stream}`, {});
+          for (const name of names.consumers ?? []) {
+            const ci = await jsApi<ConsumerInfo>(nc, `CONSUMER.INFO.${stream}.${name}`);
+            last = { consumer: name, cluster: ci.cluster ?? ci.error };
+            if (ci.error || !groupReady(ci.cluster, replicas)) return false;
+          }
+          return info;
+        } catch (err) {
+          // An API request unanswered while the group settles (a consumer being remapped after the
+          // restore, CI run at 10be63f on 2.14.10): asked again, within the same bound.
+          last = { unanswered: (err as Error).message, before: last };
+          return false;
         }
-        return info;
       },
       timeoutMs,
       250,
@@ -291,6 +298,31 @@ describe("a 3-node JetStream cluster", { timeout: 600_000 }, () => {
     assert.deepEqual(await readStream(nc, Stream), messages);
     const lag = await consumersConverge(nc, Stream, restoredConsumers(consumers, backup));
     if (lag) t.diagnostic(lag);
+  });
+
+  /**
+   * 2.9.10 sometimes builds a restored R3 stream with a consumer group that never forms, most
+   * often right after the stream was deleted (1 restore in 5 to 8 here); the service then removes
+   * it and restores again. Whichever way it went, a reply that says completed comes with the stream
+   * and every consumer led and every replica current: nothing to wait for.
+   */
+  test("R3 restores right after the stream was deleted are whole when they reply", async (t) => {
+    for (let round = 0; round < 4; round++) {
+      await deleteStream(nc, Stream);
+      const r1 = await request<JobRecord>(nc, `$RESTORE.stream.${Stream}`, { backup: backup.id, replicas: 1, placement: { tags: ["ssd"] }, wait: true }, 180_000);
+      assertCompletedRestore(r1, backup.id);
+      await deleteStream(nc, Stream);
+      const r3 = await request<JobRecord>(nc, `$RESTORE.stream.${Stream}`, { backup: backup.id, wait: true }, 180_000);
+      const result = assertCompletedRestore(r3, backup.id);
+      if (result.warnings) t.diagnostic(`round ${round}: ${result.warnings.join("; ")}`);
+      const info = await streamInfo(nc, Stream);
+      assert.ok(groupReady(info.cluster, 3), `round ${round}: the stream's group at the reply: ${JSON.stringify(info.cluster)}`);
+      for (const c of consumers) {
+        const ci = await jsApi<ConsumerInfo>(nc, `CONSUMER.INFO.${Stream}.${c.name}`);
+        assert.ok(groupReady(ci.cluster, 3), `round ${round}: consumer ${c.name}'s group at the reply: ${JSON.stringify(ci.cluster ?? ci)}`);
+      }
+    }
+    assert.deepEqual(await readStream(nc, Stream), messages);
   });
 
   describe("the R3 backup restored onto a standalone server", () => {

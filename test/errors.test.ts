@@ -3,9 +3,8 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
-import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
-import { request, startService, type Reply } from "./harness/service.ts";
+import { request, startRig, type Reply, type ServiceRig } from "./harness/service.ts";
 import { Collector, allStreams, jsApi, type StreamStateLite } from "./harness/inspect.ts";
 
 /** A valid ULID that no backup or job has. */
@@ -22,16 +21,11 @@ function assertError(reply: Reply, code: number, description?: RegExp): string {
 }
 
 describe("bad requests", () => {
-  let server: NatsServer;
-  let serviceNc: NatsConnection;
+  let rig: ServiceRig;
   let nc: NatsConnection;
   let svc: BackupService;
   let status: Collector;
   let otherBackup: StreamManifest;
-
-  /** The streams a request names or could create, without the service's own job and lock buckets. */
-  const userStreams = (streams: Record<string, StreamStateLite>) =>
-    Object.fromEntries(Object.entries(streams).filter(([name]) => !name.startsWith("KV_backups-")));
 
   interface World {
     streams: Record<string, StreamStateLite>;
@@ -60,10 +54,8 @@ describe("bad requests", () => {
   }
 
   before(async () => {
-    server = await NatsServer.start();
-    serviceNc = await server.connect();
-    nc = await server.connect();
-    svc = await startService(serviceNc);
+    rig = await startRig();
+    ({ nc, svc } = rig);
     await makeStream(nc, "ERR", { messages: 40, consumers: false });
     await makeStream(nc, "OTHER", { messages: 20, consumers: false });
     const jsm = await jetstreamManager(nc);
@@ -76,10 +68,7 @@ describe("bad requests", () => {
   });
   after(async () => {
     status?.stop();
-    await svc?.stop();
-    await serviceNc?.close();
-    await nc?.close();
-    await server?.stop();
+    await rig?.stop();
   });
 
   const badBodies: [string, string, RegExp][] = [
@@ -170,24 +159,20 @@ describe("bad requests", () => {
     await assertUntouched(before);
   });
 
-  test("a backup of a stream that does not exist is a 404 naming it", async () => {
+  test("a backup of a stream that does not exist is a 404 naming it that touches nothing", async () => {
     const before = await world();
     assertError(await request(nc, "$BACKUP.stream.NOPE"), 404, /stream NOPE not found/);
     assertError(await request(nc, "$BACKUP.stream.NOPE", { consumers: false, wait: true }), 404, /stream NOPE/);
-    const after = await world();
-    assert.equal(after.streams.NOPE, undefined);
-    assert.deepEqual(userStreams(after.streams), userStreams(before.streams));
-    assert.deepEqual(after.objects, before.objects, "no object was written");
+    await assertUntouched(before);
   });
 
-  test("a restore of a stream without backups is a 404 and creates no stream", async () => {
+  test("a restore of a stream without backups is a 404 that touches nothing", async () => {
     const before = await world();
     assertError(await request(nc, "$RESTORE.stream.NOPE"), 404, /no completed backup of stream NOPE/);
     assertError(await request(nc, "$RESTORE.stream.NOPE", { wait: true }), 404, /NOPE/);
-    const after = await world();
-    assert.equal(after.streams.NOPE, undefined);
-    assert.deepEqual(userStreams(after.streams), userStreams(before.streams));
-    assert.deepEqual(after.objects, before.objects);
+    assertError(await request(nc, `$RESTORE.stream.ERR`, { backup: Missing }), 404, new RegExp(`backup ${Missing} not found`));
+    assertError(await request(nc, "$RESTORE.account", { backup: Missing }), 404, new RegExp(`backup ${Missing} not found`));
+    await assertUntouched(before);
   });
 
   test("a restore of another stream's backup is a 400 that touches nothing", async () => {
@@ -199,15 +184,13 @@ describe("bad requests", () => {
       400,
       new RegExp(`backup ${otherBackup.id} is of stream OTHER, not ERR`),
     );
-    assert.deepEqual(userStreams((await world()).streams), userStreams(before.streams));
+    assertError(await request(nc, "$RESTORE.account", { backup: otherBackup.id }), 400, /not an account backup/);
+    await assertUntouched(before);
     // ... and onto one that does not: it is not created under the wrong name.
     await jsm.streams.delete("ERR");
     before = await world();
     assertError(await request(nc, "$RESTORE.stream.ERR", { backup: otherBackup.id }), 400, /is of stream OTHER/);
-    const after = await world();
-    assert.equal(after.streams.ERR, undefined);
-    assert.deepEqual(userStreams(after.streams), userStreams(before.streams));
-    assert.deepEqual(after.objects, before.objects);
+    await assertUntouched(before);
   });
 
   test("the service keeps answering after all of it", async () => {
@@ -219,5 +202,32 @@ describe("bad requests", () => {
     const other = await request<JobRecord>(nc, "$BACKUP.stream.OTHER", { wait: true }, 120_000);
     assert.equal(other.errorCode, null, other.raw);
     assert.equal(other.body.state, "completed");
+  });
+});
+
+describe("a stream over max_backup_bytes", () => {
+  let rig: ServiceRig;
+
+  before(async () => {
+    rig = await startRig({ maxBackupBytes: 10_000 });
+    await makeStream(rig.nc, "BIG", { messages: 200, consumers: false });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test("is a 413 naming both sizes, refused before a job: nothing is written", async () => {
+    const bytes = (await allStreams(rig.nc))["BIG"]!.bytes;
+    assert.ok(bytes > 10_000, `the stream holds ${bytes} bytes`);
+    for (const wait of [false, true]) {
+      const reply = await request(rig.nc, "$BACKUP.stream.BIG", { wait });
+      assertError(reply, 413, new RegExp(`stream BIG holds ${bytes} bytes, more than the 10000 a backup may hold here \\(max_backup_bytes\\)`));
+      assert.equal(reply.job, null, "no job was started");
+    }
+    await rig.nc.flush();
+    const streams = await allStreams(rig.nc);
+    assert.equal(streams["OBJ_backups"]?.messages ?? 0, 0, "nothing was written to the bucket");
+    assert.equal(streams["KV_backups-jobs"]?.messages ?? 0, 0, "no job record was written");
+    assert.equal(streams["KV_backups-locks"]?.messages ?? 0, 0, "no lock was taken");
   });
 });

@@ -75,10 +75,10 @@ interface FuzzRequest {
   /** The codes this request may get; 200 is a valid result. Checked on top of the general rules. */
   expect: number[];
   /**
-   * Of those, the codes that come from a job that started (protocol/README.md: a request whose
-   * body and subject are valid becomes a job; every error reply about a job names it in
-   * Nats-Backup-Job). The others (a 400 for the body or subject, a 429) create none, but for
-   * `eitherWay` codes, where the written rules do not say.
+   * Of those, the codes that come from a job that started (protocol/README.md: every error reply
+   * about a job names it in Nats-Backup-Job). The others (a 400 for the body or subject, a 404 or
+   * 400 for a stream or backup refused before the job, a 429) create none, but for `eitherWay`
+   * codes, where the written rules do not say.
    */
   fromJob: number[];
   eitherWay?: number[];
@@ -396,8 +396,8 @@ describe(`fuzzing the service (seed ${Seed}, ${Total} requests)`, { timeout: 900
         if (name === "invalid" || accepted("backup_stream_request", data) === null) {
           return { kind: `backup ${name === "invalid" ? "bad token" : "missing"}/${kind}`, subject, body: data, expect: [400], fromJob: [], reply: "none" };
         }
-        // No such stream (404); the stream's lock held by another of these requests (409); the job limit (429).
-        const request: FuzzRequest = { kind: `backup missing/${kind}`, subject, body: data, expect: [404, 409, 429], fromJob: [404, 409], reply: "none" };
+        // No such stream: a 404 before any job (protocol/README.md, Errors), so never a lock's 409 or the job limit's 429.
+        const request: FuzzRequest = { kind: `backup missing/${kind}`, subject, body: data, expect: [404], fromJob: [], reply: "none" };
         return name === "unsettled" ? unsettled(request) : request;
       }
       if (which < 45) {
@@ -413,12 +413,14 @@ describe(`fuzzing the service (seed ${Seed}, ${Total} requests)`, { timeout: 900
         else if (req.backup === undefined && stream !== "ALPHA") expect = 404; // no backup of this stream
         else if (stream !== "ALPHA") expect = 400; // a backup of another stream
         else expect = 409; // ALPHA exists
-        // A job: the stream may be busy with another of these requests (409), or the instance at its job limit (429).
-        const request: FuzzRequest = { kind, subject, body: b.data, expect: [expect, 409, 429], fromJob: [expect, 409], reply: "none" };
-        if (OwnStreams.includes(stream)) {
-          // Issue 10: the service refuses its own buckets with a 400 that says why; the README does not yet say in which order.
-          return { ...request, expect: [...new Set([...request.expect, 400])], fromJob: request.fromJob.filter((c) => c !== 400), eitherWay: [400] };
-        }
+        // The service's own buckets, a missing backup or another stream's: refused before any job. Onto
+        // ALPHA, a job: it may find the stream busy with another of these requests (409), or the
+        // instance at its job limit (429).
+        if (OwnStreams.includes(stream)) return { kind, subject, body: b.data, expect: [400], fromJob: [], reply: "none" };
+        const request: FuzzRequest =
+          expect === 409
+            ? { kind, subject, body: b.data, expect: [409, 429], fromJob: [409], reply: "none" }
+            : { kind, subject, body: b.data, expect: [expect], fromJob: [], reply: "none" };
         return name === "unsettled" ? unsettled(request) : request;
       }
       if (which < 55) {

@@ -3,17 +3,15 @@ import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { StreamManifest, BackupService, JobRecord } from "../src/mod.ts";
-import { NatsServer } from "./harness/nats-server.ts";
 import { makeStream } from "./harness/fixtures.ts";
-import { request, startService } from "./harness/service.ts";
+import { request, startRig, type ServiceRig } from "./harness/service.ts";
 import { Collector, jsApi, streamState } from "./harness/inspect.ts";
 import { flipOneBit, rewriteChunks } from "./harness/archive.ts";
 
 const Stream = "INTEG";
 
 describe("damaged backups are refused", () => {
-  let server: NatsServer;
-  let serviceNc: NatsConnection;
+  let rig: ServiceRig;
   let nc: NatsConnection;
   let svc: BackupService;
   let status: Collector;
@@ -22,10 +20,8 @@ describe("damaged backups are refused", () => {
   let messages = 0;
 
   before(async () => {
-    server = await NatsServer.start();
-    serviceNc = await server.connect();
-    nc = await server.connect();
-    svc = await startService(serviceNc);
+    rig = await startRig();
+    ({ nc, svc } = rig);
     await makeStream(nc, Stream, { messages: 600, deleteEvery: 50, consumers: true });
     messages = (await streamState(nc, Stream))!.messages;
     for (let i = 0; i < 3; i++) {
@@ -40,10 +36,7 @@ describe("damaged backups are refused", () => {
   });
   after(async () => {
     status?.stop();
-    await svc?.stop();
-    await serviceNc?.close();
-    await nc?.close();
-    await server?.stop();
+    await rig?.stop();
   });
 
   /** Restores `backup` with wait:true and checks it was refused, the job failed, and no stream was left. */

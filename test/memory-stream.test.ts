@@ -34,8 +34,10 @@ describe("a memory-storage stream", () => {
         reply.errorHeader,
         `stream MEM uses memory storage, which nats-server ${version.text} cannot snapshot (nats-server 2.15 and later can)`,
       );
+      assert.equal(reply.job, null, "refused before a job was recorded");
       const stored = await allStreams(rig.nc);
       assert.equal(stored["OBJ_backups"]?.messages, 0, "nothing was written to the bucket");
+      assert.equal(stored["KV_backups-jobs"]?.messages ?? 0, 0, "no job record was written");
       const listed = await request<{ backups: StreamManifest[] }>(rig.nc, "$BACKUP.list");
       assert.deepEqual(listed.body.backups, []);
       return;

@@ -125,6 +125,32 @@ describe("protocol/schemas", () => {
   });
 });
 
+describe("protocol/schemas: readiness (issue 15)", () => {
+  test("report and peer-remove requests: defaults optional, unknown fields refused", () => {
+    for (const name of ["report_request", "peer_remove_request"] as const) assertInvalid(name, { colour: "red" });
+    assertValid("report_request", {});
+    assertValid("report_request", { streams: ["ORDERS", "KV_config"], recent: "12h" });
+    assertValid("report_request", { recent: 3600 });
+    assertInvalid("report_request", { recent: "yesterday" });
+    assertValid("peer_remove_request", { peer: "n3", confirm: true });
+    assertInvalid("peer_remove_request", { confirm: true });
+  });
+
+  test("report_reply requires a verdict code from the fixed set", () => {
+    const stream = {
+      stream: "S", kind: "stream", storage: "file", replicas: 1, cluster: null, leader: null, peers: [],
+      quorum: { needed: 1, healthy: 1, holds: true },
+      recovery: { automatic: false, spare_nodes: null, reason: "not clustered" },
+      backup: null, verdict: "single_copy", reason: "one copy", action: "back it up",
+    };
+    const counts = { protected: 0, replicated_no_recent_backup: 0, single_copy: 1, degraded: 0, lost: 0 };
+    const reply = { taken: "2026-01-01T00:00:00Z", recent_seconds: 86400, servers: { known: true, names: [] }, counts, single_copy_without_recent_backup: 1, streams: [stream], total: 1 };
+    assertValid("report_reply", reply);
+    assertInvalid("report_reply", { ...reply, streams: [{ ...stream, verdict: "fine" }] });
+    assertInvalid("report_reply", { ...reply, counts: { ...counts, fine: 1 } });
+  });
+});
+
 describe("protocol/examples", () => {
   const files = readdirSync(exampleDir).filter((f) => f.endsWith(".json"));
 
@@ -275,18 +301,31 @@ describe("replies of a running service", () => {
     assertErrorReply(reply, 400, /unknown field "colour"/);
     assertErrorReply(await request(nc, Subjects.list, "[1]"), 400);
     assertErrorReply(await request(nc, Subjects.job("not-an-id")), 400, /ULID/);
-    // A marker job sent after them (one that fails at its start, with its events): once its last
-    // event is here, whatever the service published while it handled the requests before it is too.
-    const marker = await request(nc, Subjects.backupStream("NO_SUCH_STREAM"));
-    assertErrorReply(marker, 404);
-    assert.ok(marker.job, "the marker's 404 names its job");
-    await waitUntil("the marker job's terminal event", () => events.some((e) => e.body.id === marker.job && e.body.state === "failed"), 30_000, 10);
+    // A stream that does not exist is refused before a job too: the 404 names none.
+    const missing = await request(nc, Subjects.backupStream("NO_SUCH_STREAM"));
+    assertErrorReply(missing, 404, /stream NO_SUCH_STREAM not found/);
+    assert.equal(missing.job, null, "a 404 before any job names none");
+    // A marker job sent after them: once its last event is here, whatever the service published
+    // while it handled the requests before it is too.
+    const marker = await request<JobRecord>(nc, Subjects.backupStream("ORDERS"), { wait: true, consumers: false }, 60_000);
+    assert.equal(marker.errorCode, null, marker.raw);
+    await waitUntil("the marker job's terminal event", () => events.some((e) => e.body.id === marker.body.id && e.body.state === "completed"), 30_000, 10);
     const since = events.slice(before).map((e) => `${e.body.id} ${e.body.state}`);
     assert.deepEqual(
-      since.filter((e) => !e.startsWith(`${marker.job} `)),
+      since.filter((e) => !e.startsWith(`${marker.body.id} `)),
       [],
       `a rejected request publishes no job status; the events since: ${JSON.stringify(since)}`,
     );
+  });
+
+  test("$BACKUP.report replies a report_reply; peer-remove on a server that is not clustered is an error_reply", async () => {
+    const reply = await request(nc, Subjects.report, {});
+    assert.equal(reply.errorCode, null, reply.raw);
+    assertValid("report_reply", reply.body);
+    const orders = (reply.body as { streams: { stream: string; verdict: string }[] }).streams.find((s) => s.stream === "ORDERS");
+    assert.equal(orders?.verdict, "single_copy");
+    assertErrorReply(await request(nc, Subjects.peerRemove("ORDERS"), { peer: "x" }), 400, /confirm/);
+    assertErrorReply(await request(nc, Subjects.peerRemove("ORDERS"), { peer: "x", confirm: true }), 400, /not clustered/);
   });
 
   test("a 404 is an error_reply with the micro error headers", async () => {
@@ -312,7 +351,7 @@ describe("replies of a running service", () => {
       return msg.json<Record<string, unknown>>();
     }
 
-    test("$SRV.INFO.backup lists the nine endpoints with their subjects, metadata and queue group q", async () => {
+    test("$SRV.INFO.backup lists every endpoint with its subject, metadata and queue group q", async () => {
       const info = (await discover("INFO")) as {
         name: string;
         id: string;
@@ -322,7 +361,7 @@ describe("replies of a running service", () => {
       assert.equal(info.name, "backup");
       assert.equal(info.id, svc.id);
       assert.deepEqual(info.metadata, { bucket: "backups" });
-      assert.equal(info.endpoints.length, 9);
+      assert.equal(info.endpoints.length, Object.keys(Endpoints).length);
       assert.deepEqual(
         info.endpoints.map((e) => e.name).sort(),
         Object.keys(Endpoints).sort(),
@@ -360,7 +399,7 @@ describe("replies of a running service", () => {
       { skip: noOfficial },
       async () => {
         const body = (await discover("STATS")) as { endpoints: { name: string; num_requests: number }[] };
-        assert.equal(body.endpoints.length, 9);
+        assert.equal(body.endpoints.length, Object.keys(Endpoints).length);
         assert.ok(body.endpoints.find((e) => e.name === "backup-stream")!.num_requests > 0);
         const validate = official("stats");
         assert.ok(validate(body), `${ajv07.errorsText(validate.errors)}\n${JSON.stringify(body)}`);

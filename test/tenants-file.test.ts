@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { nkeys } from "@nats-io/nats-core";
-import { connectNats } from "../src/cli/connect.ts";
+import { connectNats } from "../src/connection/connect.ts";
 import { loadTenantsFile, parseByteSize, TenantsFileError, type Tenant } from "../src/tenants/tenants-file.ts";
 import { tenantConnectionOptions } from "../src/tenants/tenant-connection.ts";
 import { freePort, natsServerBin, NatsServer } from "./harness/nats-server.ts";

@@ -225,7 +225,8 @@ export class NatsCluster {
           }),
         );
       }
-      await cluster.waitForMetaLeader();
+      // 60 s: once, on 2.9.10, a 4-node cluster placed nothing on all its nodes for 30 s (readiness.test here, session 8).
+      await cluster.waitForMetaLeader(60_000);
     } catch (err) {
       // Nothing the caller cannot stop is left running.
       await cluster.stop();
