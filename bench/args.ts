@@ -32,6 +32,8 @@ export interface BenchArgs {
   account?: AccountArgs;
   /** --tenants: the tenants bench (bench/tenants.ts): one service, N accounts backing up at once. */
   tenants?: TenantsArgs;
+  /** --decode: the archive decoding bench (bench/decode.ts) instead. */
+  decode?: boolean;
 }
 
 export interface TenantsArgs {
@@ -88,6 +90,11 @@ export const usage = `npm run bench -- [options]
                        and --out apply
   --tenant-count N     accounts (tenants)                              [50]
   --tenant-size MB     MiB per tenant's stream, as 1 KiB random messages [1]
+
+  --decode             the decoding bench instead: src/archive's S2 decoder and archive inspector on a real
+                       archive of --size MiB per --payload (made once by the server under test, kept in
+                       .cache/bench-archives/), MB/s of uncompressed output and peak RSS; only --size,
+                       --rounds, --warmup, --payload and --out apply
 `;
 
 function bytes(flag: string, text: string): number {
@@ -136,6 +143,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
       tenants: { type: "boolean" },
       "tenant-count": { type: "string" },
       "tenant-size": { type: "string" },
+      decode: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -147,6 +155,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
   if (values.tenants && (values.service === "child" || values.profile || values["no-async-traces"])) {
     throw new Error("--tenants runs `serve --tenants`: --service bin or bundle");
   }
+  if (values.decode && (values.tenants || values.account)) throw new Error("--decode is a bench of its own: not with --account or --tenants");
   if (values.tenants && values.account) throw new Error("--tenants and --account are separate benches: one at a time");
   if (values.account && payload === "both") throw new Error("--account takes one --payload: random or compressible");
   if (values.account && values["account-parallel"] && values.service === "child") {
@@ -177,6 +186,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs | null {
     waitIdle: values["wait-idle"] !== undefined ? whole("--wait-idle", values["wait-idle"]) : 60,
     ...(values.out ? { out: values.out } : {}),
     ...(values.account ? { account: accountArgs(values) } : {}),
+    ...(values.decode ? { decode: true } : {}),
     ...(values.tenants
       ? {
           tenants: {

@@ -19,6 +19,7 @@ import { measurer, type MeasureOptions } from "./measure.ts";
 import { cpuSeconds, memory } from "./proc.ts";
 import { rawRestore, rawSnapshot } from "./raw.ts";
 import { runAccountBench } from "./account.ts";
+import { runDecodeBench } from "./decode.ts";
 import { printTenantsReport, runTenantsBench, summarizeTenants, tenantsSetup, TenantsSubject } from "./tenants.ts";
 import { printAccountReport, summarizeAccount } from "./account-report.ts";
 import { latencies, printReport, summarize, type OpRecord, type StreamInfoRecord } from "./report.ts";
@@ -82,6 +83,7 @@ async function main(): Promise<number> {
     console.log(usage);
     return 0;
   }
+  if (args.decode) return runDecodeBench(args);
   const disk = checkDisk(args);
   log(`free in ${tmpdir()}: ${(disk.freeBytes / MB / 1024).toFixed(1)} GiB, needed at most ~${(disk.neededBytes / MB / 1024).toFixed(1)} GiB`);
   if (disk.freeBytes < disk.neededBytes) {
@@ -147,7 +149,6 @@ async function main(): Promise<number> {
     if (args.profile) mkdirSync(profDir, { recursive: true });
     svc = await ServiceProcess.start(nc, server.url, {
       kind: args.service,
-      buildDir: workDir,
       childArgs: [...(args.profile ? ["--profile", profDir] : []), ...(args.noAsyncTraces ? ["--no-async-traces"] : [])],
       serveArgs: tenants ? tenants.serveArgs : args.account?.parallel ? ["--account-parallel", String(args.account.parallel)] : [],
       // serve --tenants has no service of its own on the admin connection, only $BACKUP.tenants.

@@ -15,8 +15,8 @@ export type ServiceKind = "bin" | "child" | "bundle";
  * src/cli/main.ts bundled into one plain JS file with esbuild (the one tsx brings), so the
  * service runs without tsx's loader: the same code, for comparing memory and CPU.
  */
-export function bundleCli(outDir: string): string {
-  const out = join(outDir, "nats-backup.bundle.mjs");
+export function bundleCli(): string {
+  const out = join(root, ".cache", "bench-bundle", "nats-backup.bundle.mjs");
   execFileSync(
     join(root, "node_modules", ".bin", "esbuild"),
     [
@@ -27,6 +27,8 @@ export function bundleCli(outDir: string): string {
       "--target=node20",
       `--outfile=${out}`,
       "--log-level=warning",
+      // A native addon (CRC-32C) stays a package: the bundle lies inside the project, so require() finds it in node_modules.
+      "--external:@node-rs/crc32",
       // CommonJS dependencies (pino) call require(): give the ESM bundle one.
       "--banner:js=import{createRequire as __bench_cr}from'module';const require=__bench_cr(import.meta.url);",
     ],
@@ -60,14 +62,14 @@ export class ServiceProcess {
   static async start(
     nc: NatsConnection,
     url: string,
-    opts: { kind: ServiceKind; childArgs?: string[]; buildDir?: string; serveArgs?: string[]; ready?: string } = { kind: "bin" },
+    opts: { kind: ServiceKind; childArgs?: string[]; serveArgs?: string[]; ready?: string } = { kind: "bin" },
   ): Promise<ServiceProcess> {
     const serveArgs = ["serve", "--server", url, "--log-level", "warn", "--shutdown-grace", "2", ...(opts.serveArgs ?? [])];
     const argv =
       opts.kind === "bin"
         ? [...ServiceNodeFlags, join(root, "bin", "nats-backup.js"), ...serveArgs]
         : opts.kind === "bundle"
-          ? [bundleCli(opts.buildDir ?? root), ...serveArgs]
+          ? [bundleCli(), ...serveArgs]
           : ["--import", "tsx", join(root, "bench", "service-child.ts"), "--server", url, ...(opts.childArgs ?? [])];
     return ServiceProcess.#spawn(nc, argv, opts.ready ?? "$SRV.PING.backup");
   }

@@ -50,12 +50,21 @@ for bin in "${targets[@]}"; do
 done
 
 # The failing tests by name from a TAP log: the "not ok" tests, without the suites and files that
-# failed only because a subtest did (a file that failed to load is named by its path).
+# failed only because a subtest did (a file that failed to load is named by its path). A suite
+# whose before or after hook failed is named with the hook's error, since its tests show only
+# as cancelled.
 failing_tests() {
   awk '
-    function flush() { if (name != "" && !suite) print name; name = "" }
-    /^ *(not )?ok [0-9]+ - / { flush(); if ($0 ~ /^ *not ok/) { name = $0; sub(/^ *not ok [0-9]+ - /, "", name); suite = 0 } ; next }
-    name != "" && /error: .[0-9]+ subtests? failed/ { suite = 1 }
+    function flush() {
+      if (name != "" && (!suite || hook)) print name (hook ? "  [hook failed: " substr(err, 1, 300) "]" : "")
+      name = ""; err = ""; hook = 0; suite = 0; multiline = 0
+    }
+    /^ *(not )?ok [0-9]+ - / { flush(); if ($0 ~ /^ *not ok/) { name = $0; sub(/^ *not ok [0-9]+ - /, "", name) } ; next }
+    name == "" { next }
+    /error: .[0-9]+ subtests? failed/ { suite = 1 }
+    /failureType: .hookFailed./ { hook = 1 }
+    multiline { if ($0 ~ /^ *[a-zA-Z_]+:( |$)/) multiline = 0; else { line = $0; sub(/^ +/, "", line); err = (err == "" ? line : err " " line); next } }
+    /^ *error: / { err = $0; sub(/^ *error: /, "", err); if (err ~ /^[|>]-?$/) { err = ""; multiline = 1 } }
     END { flush() }
   ' "$1" | sort -u
 }
