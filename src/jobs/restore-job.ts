@@ -21,7 +21,7 @@ import type { Hold } from "./pipeline.ts";
 import { placeRestore, savedPlacement } from "./degraded-placement.ts";
 import { goneWithin, removeUnansweredRestore } from "./unanswered-restore.ts";
 import { removeLostStream } from "./replace-lost.ts";
-import { groupsNotWhole } from "../jetstream/raft-groups.ts";
+import { streamGroups } from "../jetstream/raft-groups.ts";
 import { sameCreation } from "./stream-identity.ts";
 
 export async function restoreStream(
@@ -145,7 +145,7 @@ class RestoredNotWhole extends BackupError {
   constructor(stream: string, notWhole: string[], waitedMs: number) {
     super(
       ErrorCode.Unavailable,
-      `restore of stream ${stream} failed: ${waitedMs / 1000} s after the server built it, ${notWhole.join(", ")} still had no leader with every replica current`,
+      `restore of stream ${stream} failed: ${waitedMs / 1000} s after the server built it, ${notWhole.join(", ")} were not whole (a leader, and every replica listed and current, the same at two looks)`,
     );
   }
 }
@@ -156,19 +156,32 @@ class RestoredNotWhole extends BackupError {
  * stayed so.
  */
 const WholeGroupsWaitMs = 30_000;
+const WholeGroupsPollMs = 250;
 
-/** Waits until the restored stream and its `consumers` consumers each have a leader and every replica current; RestoredNotWhole after WholeGroupsWaitMs. */
+/**
+ * Waits until the restored stream and its `consumers` consumers are whole (see `notWholeBecause`) at two
+ * looks in a row, one poll apart, with the same leaders and groups; RestoredNotWhole after
+ * WholeGroupsWaitMs. One look is not enough: right after a restore 2.10.27 showed a group's
+ * followers current, then 1,624 entries behind a millisecond later, and consumers' groups replaced
+ * by new ones with no leader yet.
+ */
 async function awaitWholeGroups(nc: NatsConnection, stream: string, consumers: number, signal: AbortSignal): Promise<void> {
   const started = Date.now();
+  let previous = "";
   for (;;) {
-    const found = await groupsNotWhole(nc, stream);
-    if (found.consumers >= consumers && found.notWhole.length === 0) return;
+    const groups = await streamGroups(nc, stream);
+    const listed = groups.length - 1;
+    const notWhole = groups.filter((g) => g.notWhole !== null).map((g) => `${g.label} (${g.notWhole})`);
+    const seen = listed >= consumers && notWhole.length === 0 ? groups.map((g) => `${g.label}=${g.identity}`).join(" ") : "";
+    if (seen && seen === previous) return;
+    previous = seen;
     if (signal.aborted) throw BackupError.from(signal.reason);
     if (Date.now() - started >= WholeGroupsWaitMs) {
-      const unlisted = found.consumers < consumers ? [`${consumers - found.consumers} of its ${consumers} consumers (not listed)`] : [];
-      throw new RestoredNotWhole(stream, [...found.notWhole, ...unlisted], WholeGroupsWaitMs);
+      const unlisted = listed < consumers ? [`${consumers - listed} of its ${consumers} consumers (not listed)`] : [];
+      const unsteady = notWhole.length || unlisted.length ? [] : ["its groups (leaders still changing)"];
+      throw new RestoredNotWhole(stream, [...notWhole, ...unlisted, ...unsteady], WholeGroupsWaitMs);
     }
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await new Promise((resolve) => setTimeout(resolve, WholeGroupsPollMs));
   }
 }
 
