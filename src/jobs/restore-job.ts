@@ -159,11 +159,10 @@ const WholeGroupsWaitMs = 30_000;
 const WholeGroupsPollMs = 250;
 
 /**
- * Waits until the restored stream and its `consumers` consumers are whole (see `notWholeBecause`) at two
- * looks in a row, one poll apart, with the same leaders and groups; RestoredNotWhole after
+ * Waits until the restored stream and its `consumers` consumers are whole (see `notWholeBecause`)
+ * at two looks in a row, one poll apart, with the same leaders and groups; RestoredNotWhole after
  * WholeGroupsWaitMs. One look is not enough: right after a restore 2.10.27 showed a group's
- * followers current, then 1,624 entries behind a millisecond later, and consumers' groups replaced
- * by new ones with no leader yet.
+ * followers current, then 1,624 entries behind a millisecond later, then current again.
  */
 async function awaitWholeGroups(nc: NatsConnection, stream: string, consumers: number, signal: AbortSignal): Promise<void> {
   const started = Date.now();
