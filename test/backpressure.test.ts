@@ -117,8 +117,8 @@ describe("a snapshot that outruns the service", () => {
       const done = request<JobRecord>(nc, "$BACKUP.stream.FAST", { wait: true }, 120_000);
       t.diagnostic(`frozen for ${await freeze.thawed()} ms`);
       const reply = await done;
-      assert.equal(reply.errorCode, null, reply.raw);
       const warnings = svc.log.slice(logFrom);
+      assert.equal(reply.errorCode, null, `${reply.raw}\nthe service said:\n${warnings.slice(0, 3000)}\nthe server said:\n${serverTrouble()}`);
       assert.match(warnings, /snapshot watch lost; taking the snapshot again/, warnings.slice(0, 2000));
       await restoreAndCompare(reply, stored);
     } else {
@@ -150,6 +150,13 @@ describe("a snapshot that outruns the service", () => {
   });
 
   const slowConsumers = () => (server.log.match(SlowConsumer) ?? []).length;
+  /** The server's log lines about dropped or closed client connections, for a failure's message. */
+  const serverTrouble = () =>
+    server.log
+      .split("\n")
+      .filter((line) => /Slow Consumer|[Cc]losed|\[(ERR|WRN)\]/.test(line))
+      .slice(-20)
+      .join("\n");
 
   /**
    * Freezes the service for `ms` as its request on `apiSubject` goes by: long enough for the
