@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { jsApi } from "./jsapi.ts";
+import { prng } from "../test/harness/prng.ts";
 
 export type PayloadKind = "random" | "compressible";
 
@@ -18,19 +19,6 @@ export interface StreamState {
 
 export function streamName(kind: PayloadKind): string {
   return kind === "random" ? "BENCH_RANDOM" : "BENCH_TEXT";
-}
-
-/** A fast deterministic PRNG (xorshift32), so the text is varied but cheap to make. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
 }
 
 const Words = (

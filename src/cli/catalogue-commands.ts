@@ -3,7 +3,7 @@ import { Command, Option } from "commander";
 import type { AccountManifest, BackupManifest, DeleteReply, ListReply, ListRequest, StreamManifest } from "../protocol/schemas.ts";
 import { Subjects } from "../protocol/subjects.ts";
 import { ask } from "./ask.ts";
-import { connectFor } from "./client-connection.ts";
+import { withClientConnection } from "./client-connection.ts";
 import { bytes, count, plural, table, timestamp } from "./format.ts";
 
 export function addCatalogueCommands(program: Command): void {
@@ -14,8 +14,7 @@ export function addCatalogueCommands(program: Command): void {
     .addOption(new Option("--scope <scope>", "only stream backups, or only account backups").choices(["stream", "account"]))
     .option("--json", "print the manifests as a JSON array")
     .action(async (stream: string | undefined, o: { scope?: "stream" | "account"; json?: boolean }, cmd: Command) => {
-      const nc = await connectFor(cmd);
-      try {
+      await withClientConnection(cmd, async (nc) => {
         const backups: BackupManifest[] = [];
         let after: string | undefined;
         do {
@@ -35,9 +34,7 @@ export function addCatalogueCommands(program: Command): void {
           count(b.messages),
         ]);
         process.stdout.write(`${table(["ID", "SCOPE", "STREAM", "CREATED", "SIZE", "MESSAGES"], rows, new Set([4, 5]))}\n`);
-      } finally {
-        await nc.close();
-      }
+      });
     });
 
   program
@@ -46,13 +43,10 @@ export function addCatalogueCommands(program: Command): void {
     .argument("<id>", "the backup")
     .option("--json", "print the manifest as JSON")
     .action(async (id: string, o: { json?: boolean }, cmd: Command) => {
-      const nc = await connectFor(cmd);
-      try {
+      await withClientConnection(cmd, async (nc) => {
         const manifest = await ask<BackupManifest>(nc, Subjects.info(id));
         process.stdout.write(o.json ? `${JSON.stringify(manifest, null, 2)}\n` : `${describe(manifest)}\n`);
-      } finally {
-        await nc.close();
-      }
+      });
     });
 
   program
@@ -61,13 +55,10 @@ export function addCatalogueCommands(program: Command): void {
     .argument("<id>", "the backup")
     .option("--json", "print the service's reply as JSON")
     .action(async (id: string, o: { json?: boolean }, cmd: Command) => {
-      const nc = await connectFor(cmd);
-      try {
+      await withClientConnection(cmd, async (nc) => {
         const reply = await ask<DeleteReply>(nc, Subjects.delete(id));
         process.stdout.write(o.json ? `${JSON.stringify(reply)}\n` : `Removed backup ${reply.id} (${plural(reply.objects, "object")})\n`);
-      } finally {
-        await nc.close();
-      }
+      });
     });
 }
 

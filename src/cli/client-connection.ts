@@ -48,6 +48,16 @@ export async function connectFor(cmd: Command): Promise<NatsConnection> {
   }
 }
 
+/** Runs `run` on a connection for the subcommand (`connect`, connectFor unless a test gives one), closed afterwards whatever happens. */
+export async function withClientConnection<T>(cmd: Command, run: (nc: NatsConnection) => Promise<T>, connect = connectFor): Promise<T> {
+  const nc = await connect(cmd);
+  try {
+    return await run(nc);
+  } finally {
+    await nc.close();
+  }
+}
+
 /** The bucket the subcommand names with --bucket, or the service's default. */
 export function bucketOf(cmd: Command): string {
   return cmd.optsWithGlobals<GlobalFlags>().bucket ?? Defaults.bucket;

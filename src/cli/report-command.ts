@@ -1,6 +1,7 @@
 /** `nats-backup report`: the service's disaster-recovery readiness report, as a table worst first, or `--json`. */
 import type { Command } from "commander";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { withClientConnection } from "./client-connection.ts";
 import { VerdictOrder, type ReportReply, type ReportRequest, type StreamReadiness } from "../protocol/readiness.ts";
 import { Subjects } from "../protocol/subjects.ts";
 import { ago } from "../readiness/assess.ts";
@@ -21,8 +22,7 @@ export function addReportCommand(program: Command, deps: ReportCommandDeps): voi
     .option("--recent <duration>", "a backup completed within this long is recent (30d, 12h, 1h30m, or seconds)", "24h")
     .option("--json", "print the service's reply as JSON")
     .action(async (streams: string[], o: { recent: string; json?: boolean }, cmd: Command) => {
-      const nc = await deps.connectFor(cmd);
-      try {
+      await withClientConnection(cmd, async (nc) => {
         const req: Partial<ReportRequest> = {
           ...(streams.length ? { streams } : {}),
           // A bare number is seconds, as the service reads a JSON number.
@@ -31,9 +31,7 @@ export function addReportCommand(program: Command, deps: ReportCommandDeps): voi
         const report = await wholeReport(nc, req);
         const write = deps.write ?? ((text: string) => void process.stdout.write(text));
         write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
-      } finally {
-        await nc.close();
-      }
+      }, deps.connectFor);
     });
 }
 

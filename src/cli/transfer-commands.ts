@@ -6,6 +6,7 @@
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { withClientConnection } from "./client-connection.ts";
 import { exportBackup } from "../transfer/export.ts";
 import { exportTgz } from "../transfer/tgz.ts";
 import { importFolder } from "../transfer/import.ts";
@@ -104,13 +105,8 @@ export function addTransferCommands(program: Command, deps: Deps): void {
     });
 }
 
-async function withConnection(deps: Deps, cmd: Command, run: (nc: NatsConnection, bucket: string) => Promise<void>): Promise<void> {
-  const nc = await deps.connectFor(cmd);
-  try {
-    await run(nc, deps.bucketOf(cmd));
-  } finally {
-    await nc.close();
-  }
+function withConnection(deps: Deps, cmd: Command, run: (nc: NatsConnection, bucket: string) => Promise<void>): Promise<void> {
+  return withClientConnection(cmd, (nc) => run(nc, deps.bucketOf(cmd)), deps.connectFor);
 }
 
 function checkId(id: string): void {

@@ -129,9 +129,12 @@ export const ReportReply = z.looseObject({
 });
 export type ReportReply = z.infer<typeof ReportReply>;
 
+/** The `confirm` of a request that changes the cluster. */
+const Confirm = z.boolean().default(false).describe("must be true: the request changes the cluster; without it nothing is touched (400)");
+
 export const PeerRemoveRequest = z.strictObject({
   peer: z.string().min(1).max(255).describe("the server name of the replica to remove, as the report's peers name it"),
-  confirm: z.boolean().default(false).describe("must be true: the request changes the cluster; without it nothing is touched (400)"),
+  confirm: Confirm,
 });
 export type PeerRemoveRequest = z.infer<typeof PeerRemoveRequest>;
 
@@ -147,7 +150,7 @@ export type PeerRemoveReply = z.infer<typeof PeerRemoveReply>;
 
 export const ServerRemoveRequest = z.strictObject({
   server: z.string().min(1).max(255).describe("the name of the server to remove from the JetStream cluster's meta group"),
-  confirm: z.boolean().default(false).describe("must be true: the request changes the cluster; without it nothing is touched (400)"),
+  confirm: Confirm,
 });
 export type ServerRemoveRequest = z.infer<typeof ServerRemoveRequest>;
 

@@ -9,6 +9,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { makeStream } from "./fixtures.ts";
 import type { NatsCli } from "./nats-cli.ts";
+import { prng } from "./prng.ts";
 
 export const ArchiveFiles = ["stream.tar.s2", "stream.arc.s2"] as const;
 
@@ -23,18 +24,6 @@ export interface RealArchive {
   /** The consumers the archive should hold (none when backed up with --no-consumers). */
   consumers: string[];
   withConsumers: boolean;
-}
-
-/** A deterministic PRNG (xorshift32). */
-export function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0);
-  };
 }
 
 const Words = "order customer invoice payment shipped pending delivered warehouse item quantity price total account user region created updated".split(" ");
